@@ -1,0 +1,150 @@
+//! Algorithm 1 math: times, annealing, weights, and the target identities.
+use fewstep_core::rng::batch_noise;
+use fewstep_core::sampler::{ddim_coeffs, inverse_ddim_coeffs};
+use fewstep_core::training::*;
+use fewstep_core::{Schedule, ddim_step, inverse_ddim};
+
+const D: usize = 64;
+
+fn noise(seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0; D];
+    batch_noise(seed, 0, D, &mut v);
+    v
+}
+
+#[test]
+fn annealing_follows_the_paper_formula() {
+    let a = TeacherAnneal::PAPER;
+    assert!((a.teacher_steps(0) - 64.0).abs() < 1e-9);
+    assert!((a.teacher_steps(100_000) - 1280.0).abs() < 1e-9);
+    assert!((a.teacher_steps(10_000_000) - 1280.0).abs() < 1e-9);
+    // Geometric midpoint at half the annealing.
+    assert!((a.teacher_steps(50_000) - (64.0f64 * 1280.0).sqrt()).abs() < 1e-9);
+    assert_eq!(a.steps_per_segment(0, 4), 16);
+    assert_eq!(a.steps_per_segment(100_000, 4), 320);
+    assert_eq!(
+        a.steps_per_segment(0, 1000),
+        1,
+        "never below one step per segment"
+    );
+    let fixed = TeacherAnneal::fixed(128.0);
+    assert_eq!(fixed.teacher_steps(0), 128.0);
+    assert_eq!(fixed.teacher_steps(7), 128.0);
+}
+
+#[test]
+fn times_lie_on_the_segment_grid() {
+    let (big_t, n) = (4, 16);
+    for step in 0..big_t {
+        for n_rel in 1..=n {
+            let tm = ConsistencyTimes::new(step, n_rel, big_t, n).unwrap();
+            assert_eq!(tm.t_step, f64::from(step) / 4.0);
+            assert!((tm.t - (tm.t_step + f64::from(n_rel) / 64.0)).abs() < 1e-15);
+            assert!((tm.t - tm.s - 1.0 / 64.0).abs() < 1e-15);
+            assert!(
+                tm.t_step <= tm.s && tm.s < tm.t && tm.t <= (f64::from(step) + 1.0) / 4.0 + 1e-15
+            );
+        }
+    }
+    assert_eq!(ConsistencyTimes::new(0, 1, 4, 16).unwrap().s, 0.0);
+    assert!((ConsistencyTimes::new(3, 16, 4, 16).unwrap().t - 1.0).abs() < 1e-15);
+    assert!(ConsistencyTimes::new(4, 1, 4, 16).is_err());
+    assert!(ConsistencyTimes::new(0, 0, 4, 16).is_err());
+    assert!(ConsistencyTimes::new(0, 17, 4, 16).is_err());
+    assert!(ConsistencyTimes::new(0, 1, 0, 16).is_err());
+    // Uniforms cover every index, including the edges.
+    assert_eq!(uniform_index(0.0, 4), 0);
+    assert_eq!(uniform_index(0.999_999, 4), 3);
+    assert_eq!(uniform_index(1.0, 4), 3);
+    let tm = ConsistencyTimes::from_uniforms(0.99, 0.0, 4, 16).unwrap();
+    assert_eq!((tm.t_step, tm.s), (0.75, 0.75));
+}
+
+#[test]
+fn ct_with_n_rel_one_targets_x_exactly_eq9() {
+    // CT: x_teacher = x, so z_s = DDIM_{t->s}(x, z_t); with n_rel = 1, s = t_step
+    // and the target invDDIM_{t->s}(z_s, z_t) is x, whatever x_ref is.
+    let x = noise(1);
+    let eps = noise(2);
+    let x_ref = noise(3);
+    for schedule in [Schedule::Cosine, Schedule::ShiftedCosine { factor: 0.5 }] {
+        for step in 0..4 {
+            let tm = ConsistencyTimes::new(step, 1, 4, 32).unwrap();
+            assert_eq!(tm.s, tm.t_step);
+            let (at, as_) = (schedule.alpha_sigma(tm.t), schedule.alpha_sigma(tm.s));
+            let z_t: Vec<f64> = x
+                .iter()
+                .zip(&eps)
+                .map(|(&x, &e)| at.alpha * f64::from(x) + at.sigma * f64::from(e))
+                .collect();
+            let ddim = ddim_coeffs(at, as_);
+            let z_s: Vec<f64> = x
+                .iter()
+                .zip(&z_t)
+                .map(|(&x, &z)| ddim.x * f64::from(x) + ddim.z * z)
+                .collect();
+            let c = ConsistencyTargetCoeffs::new(&schedule, tm);
+            assert_eq!(
+                c.x_ref, 0.0,
+                "s == t_step: z_ref = z_s exactly, x_ref drops out"
+            );
+            for i in 0..D {
+                let target = c.apply(f64::from(x_ref[i]), z_s[i], z_t[i]);
+                assert!(
+                    (target - f64::from(x[i])).abs() < 1e-6,
+                    "step {step}: {target} vs {}",
+                    x[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn target_coefficients_equal_the_composed_slice_steps() {
+    // invDDIM_{t->t_step}(DDIM_{s->t_step}(x_ref, z_s), z_t) built from the
+    // slice functions equals the coefficient form, for several (step, n_rel).
+    let schedule = Schedule::Cosine;
+    let x_ref = noise(4);
+    let z_s = noise(5);
+    let z_t = noise(6);
+    for (step, n_rel) in [(0, 5), (1, 16), (2, 9), (3, 2)] {
+        let tm = ConsistencyTimes::new(step, n_rel, 4, 16).unwrap();
+        let (at, as_, au) = (
+            schedule.alpha_sigma(tm.t),
+            schedule.alpha_sigma(tm.s),
+            schedule.alpha_sigma(tm.t_step),
+        );
+        let mut z_ref = z_s.clone();
+        ddim_step(&mut z_ref, &x_ref, as_, au).unwrap();
+        inverse_ddim(&mut z_ref, &z_t, at, au).unwrap();
+        let c = ConsistencyTargetCoeffs::new(&schedule, tm);
+        for i in 0..D {
+            let want = c.apply(f64::from(x_ref[i]), f64::from(z_s[i]), f64::from(z_t[i]));
+            let tol = 1e-5 * inverse_ddim_coeffs(at, au).z_s.abs();
+            assert!((f64::from(z_ref[i]) - want).abs() < tol, "({step},{n_rel})");
+        }
+    }
+}
+
+#[test]
+fn teacher_step_with_zero_xvar_is_ddim() {
+    let s = Schedule::Cosine;
+    let (at, as_) = (s.alpha_sigma(0.5), s.alpha_sigma(0.49));
+    let c = teacher_step_coeffs(at, as_, 0.0, D, 12.0);
+    let d = ddim_coeffs(at, as_);
+    assert!((c.x - d.x).abs() < 1e-15 && (c.z - d.z).abs() < 1e-15);
+    assert_eq!(teacher_xvar(0.75, 8.0, 4), 1.5);
+    assert_eq!(teacher_xvar(0.75, 8.0, 0), 0.0);
+}
+
+#[test]
+fn weights_and_pseudo_huber() {
+    let s = Schedule::Cosine;
+    assert!((loss_weight(&s, 0.5) - 2.0).abs() < 1e-12);
+    assert_eq!(pseudo_huber(0.0, 1e-4), 0.0);
+    // Quadratic near zero, linear far away.
+    let c = 1.0;
+    assert!((pseudo_huber(1e-6, c) - 0.5e-6).abs() < 1e-12);
+    assert!((pseudo_huber(1e6, 1e-4) - 1e3).abs() < 1e-3);
+}
