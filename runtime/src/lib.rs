@@ -1,0 +1,1 @@
+//! The fewstep runtime (in progress).

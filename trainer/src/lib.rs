@@ -1,0 +1,1 @@
+//! The fewstep trainer (in progress).
