@@ -18,6 +18,28 @@
 //! | [`f16`] | half-precision weight storage |
 //!
 //! The equations are those of `MODEL_FORMAT.md` and `ALGORITHMS.md`.
+//!
+//! ## Sampling a multistep consistency model (Algorithm 2)
+//!
+//! ```
+//! use fewstep_core::{Prediction, Schedule, SamplingPlan, ddim_step, rng::batch_noise};
+//!
+//! let schedule: Schedule = "cosine".parse()?;
+//! let (batch, d) = (2, 3 * 8 * 8);
+//! let mut z = vec![0.0f32; batch * d];
+//! batch_noise(42, 0, d, &mut z); // image i of seed 42, whatever the batch
+//! let plan = SamplingPlan::multistep_consistency(4)?;
+//! let mut out = vec![0.0f32; z.len()];
+//! for step in plan.iter() {
+//!     let (at, as_) = (schedule.alpha_sigma(step.t), schedule.alpha_sigma(step.s));
+//!     // `out` = network(z, t): here a stand-in v-prediction of zero.
+//!     out.iter_mut().for_each(|o| *o = 0.0);
+//!     Prediction::V.output_to_x_hat(&z, &mut out, at)?; // out now holds x_hat
+//!     ddim_step(&mut z, &out, at, as_)?;
+//! }
+//! assert!(z.iter().all(|v| v.is_finite()));
+//! # Ok::<(), Box<dyn core::error::Error>>(())
+//! ```
 #![no_std]
 #![warn(missing_docs)]
 
