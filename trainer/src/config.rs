@@ -1,0 +1,289 @@
+//! Network and training configuration, with the `tiny` and `small` presets.
+//!
+//! Everything here is plain data (serde): it is stored in every checkpoint so
+//! a run can be resumed or exported without repeating its flags.
+
+use anyhow::{Context, Result, bail};
+use fewstep_core::format::ImageShape;
+use fewstep_core::{Prediction, Schedule};
+use serde::{Deserialize, Serialize};
+
+/// How the U-Net halves the resolution between levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Downsample {
+    /// 3×3 convolution with stride 2 (padding 1).
+    Conv,
+    /// 2×2 average pooling.
+    AvgPool,
+}
+
+/// The U-Net's shape. `image` and `num_classes` come from the dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Image channels, height, width.
+    pub channels: usize,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Channels of the first level.
+    pub base_channels: usize,
+    /// Channel multiplier per level (level 0 is full resolution).
+    pub channel_mult: Vec<usize>,
+    /// ResNet blocks per level on the way down (one more on the way up).
+    pub blocks_per_level: usize,
+    /// Levels (indices into `channel_mult`) with self-attention after each
+    /// block; the middle of the network always has one attention block.
+    pub attention_levels: Vec<usize>,
+    /// Attention heads.
+    pub heads: usize,
+    /// GroupNorm groups (must divide every channel count).
+    pub groups: usize,
+    /// Dropout probability inside the ResNet blocks (training only).
+    pub dropout: f64,
+    /// Number of classes; 0 = unconditional. The class embedding has
+    /// `num_classes + 1` rows: index `num_classes` is the null label.
+    pub num_classes: usize,
+    /// `v` (default) or `x`.
+    pub prediction: String,
+    /// A `fewstep.schedule` string.
+    pub schedule: String,
+    /// Downsampling operator.
+    pub downsample: Downsample,
+}
+
+/// GroupNorm epsilon (Burn and the ONNX export use the same value).
+pub const GROUP_NORM_EPS: f64 = 1e-5;
+
+impl ModelConfig {
+    /// A named preset for an image shape.
+    pub fn preset(name: &str, channels: usize, height: usize, width: usize) -> Result<Self> {
+        let mut c = ModelConfig {
+            channels,
+            height,
+            width,
+            base_channels: 32,
+            channel_mult: vec![1, 2, 4],
+            blocks_per_level: 2,
+            attention_levels: vec![2],
+            heads: 4,
+            groups: 8,
+            dropout: 0.1,
+            num_classes: 0,
+            prediction: "v".into(),
+            schedule: "cosine".into(),
+            downsample: Downsample::Conv,
+        };
+        match name {
+            // A few thousand parameters: for tests.
+            "tiny" => {
+                c.base_channels = 8;
+                c.channel_mult = vec![1, 2];
+                c.blocks_per_level = 1;
+                c.attention_levels = vec![1];
+                c.heads = 2;
+                c.groups = 4;
+                c.dropout = 0.0;
+            }
+            // ~3.6 M parameters; most of them at the lowest resolution, where
+            // they are cheap to run (what a 2-core CPU can train).
+            "small" => {}
+            // ~14 M parameters, for a GPU.
+            "medium" => {
+                c.base_channels = 64;
+                c.attention_levels = vec![1, 2];
+            }
+            other => bail!("unknown preset {other:?} (expected tiny, small or medium)"),
+        }
+        Ok(c)
+    }
+
+    /// The parsed schedule.
+    pub fn schedule(&self) -> Result<Schedule> {
+        Schedule::parse(&self.schedule)
+            .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", self.schedule))
+    }
+
+    /// The parsed prediction type (`v` or `x`).
+    pub fn prediction(&self) -> Result<Prediction> {
+        let p = Prediction::parse(&self.prediction)
+            .map_err(|e| anyhow::anyhow!("prediction {:?}: {e}", self.prediction))?;
+        if p == Prediction::Eps {
+            bail!("the trainer predicts v or x (eps is unstable at t = 1)");
+        }
+        Ok(p)
+    }
+
+    /// `fewstep.image` of this model.
+    pub fn image_shape(&self) -> ImageShape {
+        ImageShape {
+            channels: self.channels as u32,
+            height: self.height as u32,
+            width: self.width as u32,
+        }
+    }
+
+    /// Values per image (`C*H*W`).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Channels of level `level`.
+    pub fn level_channels(&self, level: usize) -> usize {
+        self.base_channels * self.channel_mult[level]
+    }
+
+    /// Width of the time/class embedding.
+    pub fn emb_channels(&self) -> usize {
+        self.base_channels * 4
+    }
+
+    /// Checks that the shapes work: every level's resolution is an integer,
+    /// every channel count divides into the groups and heads.
+    pub fn validate(&self) -> Result<()> {
+        self.schedule()?;
+        self.prediction()?;
+        if self.channels == 0 || self.height == 0 || self.width == 0 {
+            bail!(
+                "image shape {}x{}x{} has a zero dimension",
+                self.channels,
+                self.height,
+                self.width
+            );
+        }
+        if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
+            bail!("channel_mult must be non-empty with entries >= 1");
+        }
+        if self.base_channels == 0
+            || self.blocks_per_level == 0
+            || self.heads == 0
+            || self.groups == 0
+        {
+            bail!("base_channels, blocks_per_level, heads and groups must be >= 1");
+        }
+        let down = 1usize << (self.channel_mult.len() - 1);
+        if !self.height.is_multiple_of(down) || !self.width.is_multiple_of(down) {
+            bail!(
+                "image {}x{} cannot be halved {} times (each level's size must be an integer); use fewer levels",
+                self.height,
+                self.width,
+                self.channel_mult.len() - 1
+            );
+        }
+        for (level, _) in self.channel_mult.iter().enumerate() {
+            let ch = self.level_channels(level);
+            if !ch.is_multiple_of(self.groups) {
+                bail!(
+                    "level {level}: {ch} channels do not divide into {} groups",
+                    self.groups
+                );
+            }
+            if !ch.is_multiple_of(self.heads) {
+                bail!(
+                    "level {level}: {ch} channels do not divide into {} heads",
+                    self.heads
+                );
+            }
+        }
+        if !self.base_channels.is_multiple_of(2) {
+            bail!("base_channels must be even (sinusoidal embedding)");
+        }
+        if let Some(l) = self
+            .attention_levels
+            .iter()
+            .find(|&&l| l >= self.channel_mult.len())
+        {
+            bail!(
+                "attention level {l} does not exist ({} levels)",
+                self.channel_mult.len()
+            );
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("dropout must be in [0, 1)");
+        }
+        Ok(())
+    }
+}
+
+/// Diffusion pretraining settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Total optimiser steps.
+    pub steps: u64,
+    /// Examples per step.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: u64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    pub grad_clip: f64,
+    /// EMA decay of the exported weights.
+    pub ema_decay: f64,
+    /// Probability of replacing a label with the null label (class-conditional).
+    pub label_dropout: f64,
+    /// Seed of every random choice (data order, t, noise, dropout).
+    pub seed: u64,
+    /// Sample grid / checkpoint / loss plot every this many steps.
+    pub sample_every: u64,
+    /// aDDIM steps of the preview sample grid.
+    pub sample_steps: u32,
+    /// Images in the preview grid.
+    pub sample_count: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 10_000,
+            batch: 64,
+            lr: 2e-4,
+            warmup: 200,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            label_dropout: 0.1,
+            seed: 0,
+            sample_every: 500,
+            sample_steps: 32,
+            sample_count: 64,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Rejects settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            bail!("--batch must be >= 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            bail!("--ema-decay must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.label_dropout) {
+            bail!("--label-dropout must be in [0, 1)");
+        }
+        if self.sample_every == 0 {
+            bail!("--sample-every must be >= 1");
+        }
+        if self.sample_steps == 0 || self.sample_count == 0 {
+            bail!("--sample-steps and --sample-count must be >= 1");
+        }
+        if self.grad_clip < 0.0 || !self.grad_clip.is_finite() {
+            bail!("--grad-clip must be >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// Parses a `fewstep.schedule` string for the CLI.
+pub fn parse_schedule_arg(s: &str) -> Result<String> {
+    Schedule::parse(s).with_context(|| format!("--schedule {s:?}"))?;
+    Ok(s.to_string())
+}
