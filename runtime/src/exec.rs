@@ -1,0 +1,238 @@
+//! Running the network: thread pools and the two execution strategies.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
+use tract_onnx::prelude::*;
+
+use crate::error::GenerateError;
+use crate::model::{InputKind, Model};
+
+/// How a batch goes through the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Execution {
+    /// One concrete batch-1 plan per image (tract's fastest convolution path
+    /// is for concrete batch-1 shapes), images run in parallel across the
+    /// threads; a single image uses the threads inside its matrix products.
+    /// Image `i` is bitwise identical at any batch size and thread count.
+    #[default]
+    PerImage,
+    /// One concrete plan for the whole (2N with guidance) batch, threads
+    /// inside the matrix products.
+    Batched,
+}
+
+/// Thread pools by size, shared by every call on a model.
+#[derive(Debug, Default)]
+pub(crate) struct Pools(Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>);
+
+impl Pools {
+    pub(crate) fn get(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>, GenerateError> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get(&threads) {
+            return Ok(p.clone());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fewstep-{i}"))
+            .build()
+            .map_err(|e| GenerateError::ThreadPool(e.to_string()))?;
+        let pool = Arc::new(pool);
+        map.insert(threads, pool.clone());
+        Ok(pool)
+    }
+}
+
+fn terr(e: impl std::fmt::Display) -> GenerateError {
+    GenerateError::Tract(format!("{e:#}"))
+}
+
+/// Per-call state: tract states for the plans this call runs.
+pub(crate) struct Runner<'m> {
+    model: &'m Model,
+    execution: Execution,
+    threads: usize,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    /// Per-image states (PerImage) or one state (Batched), created lazily.
+    states: Vec<TypedSimpleState>,
+    batched_rows: usize,
+}
+
+impl std::fmt::Debug for Runner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("execution", &self.execution)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl<'m> Runner<'m> {
+    pub(crate) fn new(
+        model: &'m Model,
+        execution: Execution,
+        threads: usize,
+    ) -> Result<Self, GenerateError> {
+        let pool = if threads > 1 {
+            Some(model.pools.get(threads)?)
+        } else {
+            None
+        };
+        Ok(Runner {
+            model,
+            execution,
+            threads,
+            pool,
+            states: Vec::new(),
+            batched_rows: 0,
+        })
+    }
+
+    /// One network evaluation of `rows` images: `z` holds `rows * d` values,
+    /// `labels` one per row when the model is conditional. The output (same
+    /// shape as `z`) goes to `out`.
+    pub(crate) fn forward(
+        &mut self,
+        z: &[f32],
+        t: f32,
+        labels: Option<&[i64]>,
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), GenerateError> {
+        let d = self.model.meta.image_len();
+        debug_assert_eq!(z.len(), rows * d);
+        debug_assert_eq!(out.len(), rows * d);
+        match self.execution {
+            Execution::Batched => self.forward_batched(z, t, labels, rows, out),
+            Execution::PerImage => self.forward_per_image(z, t, labels, rows, out),
+        }
+    }
+
+    fn inputs(
+        &self,
+        z: &[f32],
+        t: f32,
+        labels: Option<&[i64]>,
+        rows: usize,
+    ) -> Result<TVec<TValue>, GenerateError> {
+        let img = self.model.meta.image;
+        let shape = [
+            rows,
+            img.channels as usize,
+            img.height as usize,
+            img.width as usize,
+        ];
+        let mut v: TVec<TValue> = tvec![];
+        for kind in &self.model.net.input_order {
+            let tensor = match kind {
+                InputKind::Z => Tensor::from_shape(&shape, z).map_err(terr)?,
+                InputKind::T => Tensor::from_shape(&[rows], &vec![t; rows]).map_err(terr)?,
+                InputKind::Label => {
+                    let l = labels.ok_or_else(|| {
+                        GenerateError::Tract("conditional model run without labels".into())
+                    })?;
+                    Tensor::from_shape(&[rows], l).map_err(terr)?
+                }
+            };
+            v.push(tensor.into_tvalue());
+        }
+        Ok(v)
+    }
+
+    fn forward_batched(
+        &mut self,
+        z: &[f32],
+        t: f32,
+        labels: Option<&[i64]>,
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), GenerateError> {
+        if self.states.is_empty() || self.batched_rows != rows {
+            let plan = self.model.net.plan(rows).map_err(terr)?;
+            self.states = vec![TypedSimpleState::new(&plan).map_err(terr)?];
+            self.batched_rows = rows;
+        }
+        let inputs = self.inputs(z, t, labels, rows)?;
+        let state = &mut self.states[0];
+        let result = match &self.pool {
+            Some(pool) => {
+                multithread_tract_scope(Executor::MultiThread(pool.clone()), || state.run(inputs))
+            }
+            None => state.run(inputs),
+        }
+        .map_err(terr)?;
+        copy_output(&result, out)
+    }
+
+    fn forward_per_image(
+        &mut self,
+        z: &[f32],
+        t: f32,
+        labels: Option<&[i64]>,
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), GenerateError> {
+        let d = self.model.meta.image_len();
+        if self.states.len() < rows {
+            let plan = self.model.net.plan(1).map_err(terr)?;
+            while self.states.len() < rows {
+                self.states
+                    .push(TypedSimpleState::new(&plan).map_err(terr)?);
+            }
+        }
+        let mut inputs = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let l = labels.map(|l| &l[i..i + 1]);
+            inputs.push(self.inputs(&z[i * d..(i + 1) * d], t, l, 1)?);
+        }
+        let states = &mut self.states[..rows];
+        let run_one = |(state, (inp, o)): (&mut TypedSimpleState, (TVec<TValue>, &mut [f32]))| {
+            let r = state.run(inp).map_err(terr)?;
+            copy_output(&r, o)
+        };
+        match &self.pool {
+            None => states
+                .iter_mut()
+                .zip(inputs.into_iter().zip(out.chunks_mut(d)))
+                .try_for_each(run_one),
+            // Fewer images than threads: images one after the other, each
+            // using every thread inside its matrix products.
+            Some(pool) if rows < self.threads => {
+                let exec = Executor::MultiThread(pool.clone());
+                multithread_tract_scope(exec, || {
+                    states
+                        .iter_mut()
+                        .zip(inputs.into_iter().zip(out.chunks_mut(d)))
+                        .try_for_each(run_one)
+                })
+            }
+            // Enough images: one image per thread at a time.
+            Some(pool) => pool.install(|| {
+                states
+                    .par_iter_mut()
+                    .zip(inputs.into_par_iter().zip(out.par_chunks_mut(d)))
+                    .with_max_len(1)
+                    .try_for_each(run_one)
+            }),
+        }
+    }
+}
+
+fn copy_output(result: &TVec<TValue>, out: &mut [f32]) -> Result<(), GenerateError> {
+    let first = result
+        .first()
+        .ok_or_else(|| GenerateError::Tract("the network returned no output".into()))?;
+    let view = first.try_as_plain_ram().map_err(terr)?;
+    let values = view.as_slice::<f32>().map_err(terr)?;
+    if values.len() != out.len() {
+        return Err(GenerateError::Tract(format!(
+            "the network returned {} values, expected {}",
+            values.len(),
+            out.len()
+        )));
+    }
+    out.copy_from_slice(values);
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! The `fewstep` command line: `generate`, `info`, `stamp`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fewstep::fewstep_core::format::{DataRange, ImageShape};
+use fewstep::fewstep_core::{Prediction, Schedule, StudentSteps};
+use fewstep::{Model, SamplerChoice, StampOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fewstep",
+    version,
+    about = "Few-step image generation from fewstep ONNX models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SamplerArg {
+    Auto,
+    Ddim,
+    Addim,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate images and write a PNG grid or a float32 .npy [N,C,H,W].
+    Generate {
+        /// The fewstep .onnx model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Steps (default: T for a consistency model, 32 for a diffusion model).
+        #[arg(long)]
+        steps: Option<u32>,
+        /// Sampler.
+        #[arg(long, value_enum, default_value = "auto")]
+        sampler: SamplerArg,
+        /// Seed of the initial noise.
+        #[arg(long, conflicts_with = "noise")]
+        seed: Option<u64>,
+        /// Initial noise z_1 as a float32 .npy of shape [N,C,H,W].
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        /// Number of images.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Class label for every image (class-conditional models).
+        #[arg(long, allow_negative_numbers = true)]
+        label: Option<i64>,
+        /// Classifier-free guidance scale (1 = none).
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        guidance: f32,
+        /// Clip x_hat to the model's data range at every step.
+        #[arg(long)]
+        clip: bool,
+        /// Threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Run the whole batch as one network batch instead of per image.
+        #[arg(long)]
+        batched: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Output: .png (grid) or .npy (float32 [N,C,H,W] in data space).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a model's metadata, interface, parameter count and cost per step.
+    Info {
+        /// The .onnx model.
+        model: PathBuf,
+    },
+    /// Write fewstep metadata into an ONNX model exported by another framework.
+    Stamp {
+        /// Input .onnx.
+        input: PathBuf,
+        /// Output .onnx.
+        output: PathBuf,
+        /// x, eps or v.
+        #[arg(long)]
+        prediction: String,
+        /// cosine, shifted_cosine:<f> or interpolated_cosine:<lo>:<hi>.
+        #[arg(long)]
+        schedule: String,
+        /// T >= 1 for a multistep consistency model, 0 for a diffusion model.
+        #[arg(long)]
+        student_steps: u32,
+        /// C,H,W.
+        #[arg(long)]
+        image: String,
+        /// Number of classes (class-conditional models).
+        #[arg(long)]
+        num_classes: Option<u32>,
+        /// lo,hi of the data space (default -1,1).
+        #[arg(long)]
+        data_range: Option<String>,
+        /// Rename a graph input, OLD=NEW (e.g. x=z); repeatable.
+        #[arg(long, value_name = "OLD=NEW")]
+        rename: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                print!("{e}");
+                return ExitCode::SUCCESS;
+            }
+            // clap's message up to its first blank line, as one line.
+            let msg = e.to_string();
+            let line = msg
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!(
+                "{}",
+                if line.is_empty() {
+                    "error: bad arguments"
+                } else {
+                    &line
+                }
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<(), String> {
+    match cmd {
+        Command::Generate {
+            model,
+            steps,
+            sampler,
+            seed,
+            noise,
+            batch,
+            label,
+            guidance,
+            clip,
+            threads,
+            batched,
+            quiet,
+            out,
+        } => {
+            let ext = out
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let as_png = match ext.as_deref() {
+                Some("png") => true,
+                Some("npy") => false,
+                _ => return Err(format!("--out {}: must end in .png or .npy", out.display())),
+            };
+            let m = Model::load(&model).map_err(|e| e.to_string())?;
+            let sampler = match sampler {
+                SamplerArg::Auto => SamplerChoice::Auto,
+                SamplerArg::Ddim => SamplerChoice::Ddim,
+                SamplerArg::Addim => SamplerChoice::Addim,
+            };
+            let plan = m.plan(steps, sampler).map_err(|e| e.to_string())?;
+            let mut req = m
+                .generate()
+                .steps(plan.steps())
+                .sampler(sampler)
+                .guidance(guidance)
+                .clip(clip);
+            if let Some(path) = &noise {
+                let (values, shape) = fewstep::read_npy(path).map_err(|e| e.to_string())?;
+                let img = m.metadata().image;
+                let want = [
+                    img.channels as usize,
+                    img.height as usize,
+                    img.width as usize,
+                ];
+                if shape.len() != 4 || shape[1..] != want {
+                    return Err(format!(
+                        "--noise {}: shape {:?}, expected [N,{},{},{}]",
+                        path.display(),
+                        shape,
+                        want[0],
+                        want[1],
+                        want[2]
+                    ));
+                }
+                if let Some(b) = batch
+                    && b != shape[0]
+                {
+                    return Err(format!(
+                        "--batch {b} disagrees with --noise, which holds {} images",
+                        shape[0]
+                    ));
+                }
+                req = req.noise(values);
+            } else {
+                req = req.seed(seed.unwrap_or(0)).batch(batch.unwrap_or(1));
+            }
+            if let Some(l) = label {
+                req = req.label(l);
+            }
+            if let Some(t) = threads {
+                req = req.threads(t);
+            }
+            if batched {
+                req = req.execution(fewstep::Execution::Batched);
+            }
+            let bar = if quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                let b = indicatif::ProgressBar::new(u64::from(plan.steps()));
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            };
+            let bar2 = bar.clone();
+            req = req.on_progress(move |p| {
+                bar2.set_position(u64::from(p.step));
+                bar2.set_message(format!("t={:.3}", p.s));
+            });
+            let images = req.run().map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            if as_png {
+                images.save_png(&out).map_err(|e| e.to_string())?;
+            } else {
+                images.save_npy(&out).map_err(|e| e.to_string())?;
+            }
+            if !quiet {
+                eprintln!(
+                    "wrote {} image(s) to {} ({} steps, {})",
+                    images.batch(),
+                    out.display(),
+                    images.steps_done(),
+                    plan.sampler()
+                );
+            }
+            Ok(())
+        }
+        Command::Info { model } => info(&model),
+        Command::Stamp {
+            input,
+            output,
+            prediction,
+            schedule,
+            student_steps,
+            image,
+            num_classes,
+            data_range,
+            rename,
+        } => {
+            let opts = StampOptions {
+                prediction: Prediction::parse(&prediction)
+                    .map_err(|e| format!("--prediction {prediction}: {e}"))?,
+                schedule: Schedule::parse(&schedule)
+                    .map_err(|e| format!("--schedule {schedule}: {e}"))?,
+                student_steps: StudentSteps(student_steps),
+                image: image
+                    .parse::<ImageShape>()
+                    .map_err(|e| format!("--image {image}: {e}"))?,
+                num_classes,
+                data_range: data_range
+                    .map(|r| {
+                        r.parse::<DataRange>()
+                            .map_err(|e| format!("--data-range {r}: {e}"))
+                    })
+                    .transpose()?,
+                renames: rename
+                    .iter()
+                    .map(|r| {
+                        r.split_once('=')
+                            .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .ok_or_else(|| format!("--rename {r}: expected OLD=NEW"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let bytes = std::fs::read(&input)
+                .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+            let mut proto = fewstep::decode(&bytes).map_err(|e| e.to_string())?;
+            let dir = input
+                .parent()
+                .and_then(|d| d.to_str())
+                .map(|d| if d.is_empty() { "." } else { d });
+            fewstep::stamp(&mut proto, &opts, dir).map_err(|e| e.to_string())?;
+            std::fs::write(&output, fewstep::encode(&proto))
+                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+            eprintln!("wrote fewstep model {}", output.display());
+            Ok(())
+        }
+    }
+}
+
+fn info(path: &Path) -> Result<(), String> {
+    let m = Model::load(path).map_err(|e| e.to_string())?;
+    let meta = m.metadata();
+    println!("model: {}", path.display());
+    println!("metadata:");
+    for (k, v) in &meta.all {
+        let v = if v.len() > 80 {
+            format!("{}… ({} chars)", &v[..v.floor_char_boundary(77)], v.len())
+        } else {
+            v.clone()
+        };
+        println!("  {k} = {v}");
+    }
+    let kind = if meta.student_steps.is_diffusion() {
+        "diffusion model (any step count; auto sampler: aDDIM)".to_string()
+    } else {
+        format!(
+            "multistep consistency model, {} steps (DDIM)",
+            meta.student_steps.0
+        )
+    };
+    println!("kind: {kind}");
+    println!("inputs:");
+    for i in &m.interface().inputs {
+        println!("  {} {}", i.name, i.describe());
+    }
+    println!("output:");
+    for o in &m.interface().outputs {
+        println!("  {} {}", o.name, o.describe());
+    }
+    println!("parameters: {}", m.parameter_count());
+    let macs = m.macs_per_image().map_err(|e| e.to_string())?;
+    println!(
+        "per step and image: {macs} multiply-adds ({:.3} GFLOP); x2 with guidance",
+        2.0 * macs as f64 / 1e9
+    );
+    Ok(())
+}

@@ -1,0 +1,619 @@
+//! Loading and validating a fewstep ONNX model (`MODEL_FORMAT.md`), and the
+//! cached, concrete-shape tract plans that run it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use fewstep_core::format::{self, DataRange, ImageShape};
+use fewstep_core::{Prediction, Schedule, StudentSteps};
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::error::LoadError;
+
+/// ONNX `TensorProto.DataType` codes used here.
+pub(crate) const ONNX_FLOAT: i32 = 1;
+pub(crate) const ONNX_INT64: i32 = 7;
+pub(crate) const ONNX_FLOAT16: i32 = 10;
+
+/// The sampler-relevant metadata of a model, parsed with `fewstep_core::format`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    /// `fewstep.prediction`.
+    pub prediction: Prediction,
+    /// `fewstep.schedule`.
+    pub schedule: Schedule,
+    /// `fewstep.student_steps` (0 = diffusion model).
+    pub student_steps: StudentSteps,
+    /// `fewstep.image`.
+    pub image: ImageShape,
+    /// `fewstep.num_classes` (0 = unconditional).
+    pub num_classes: u32,
+    /// `fewstep.data_range` (default `-1,1`).
+    pub data_range: DataRange,
+    /// `fewstep.addim_xvar`, when present.
+    pub addim_xvar: Option<Vec<f32>>,
+    /// Every `metadata_props` entry as written, in file order.
+    pub all: Vec<(String, String)>,
+}
+
+impl Metadata {
+    /// Parses and validates `metadata_props` (every required key, every value).
+    pub fn from_props(props: &[pb::StringStringEntryProto]) -> Result<Self, LoadError> {
+        let mut map: HashMap<&str, &str> = HashMap::new();
+        for e in props {
+            if map.insert(e.key.as_str(), e.value.as_str()).is_some()
+                && e.key.starts_with("fewstep.")
+            {
+                return Err(LoadError::DuplicateKey { key: e.key.clone() });
+            }
+        }
+        let get = |key: &'static str| map.get(key).copied().ok_or(LoadError::MissingKey { key });
+        let bad = |key: &'static str, value: &str, reason: String| LoadError::BadValue {
+            key,
+            value: value.to_string(),
+            reason,
+        };
+
+        let v = get(format::KEY_FORMAT)?;
+        let version =
+            format::parse_u32(v).map_err(|e| bad(format::KEY_FORMAT, v, e.to_string()))?;
+        if version != format::FORMAT_VERSION {
+            return Err(LoadError::UnsupportedFormat {
+                found: version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
+        let v = get(format::KEY_PREDICTION)?;
+        let prediction = Prediction::parse(v.trim())
+            .map_err(|e| bad(format::KEY_PREDICTION, v, e.to_string()))?;
+        let v = get(format::KEY_SCHEDULE)?;
+        let schedule =
+            Schedule::parse(v.trim()).map_err(|e| bad(format::KEY_SCHEDULE, v, e.to_string()))?;
+        let v = get(format::KEY_STUDENT_STEPS)?;
+        let student_steps = StudentSteps(
+            format::parse_u32(v).map_err(|e| bad(format::KEY_STUDENT_STEPS, v, e.to_string()))?,
+        );
+        let v = get(format::KEY_IMAGE)?;
+        let image: ImageShape = v
+            .parse()
+            .map_err(|e: format::ValueError| bad(format::KEY_IMAGE, v, e.to_string()))?;
+        if image.len().is_none_or(|n| n > (1 << 31)) {
+            return Err(bad(format::KEY_IMAGE, v, "image too large".into()));
+        }
+        let num_classes = match map.get(format::KEY_NUM_CLASSES) {
+            None => 0,
+            Some(v) => {
+                format::parse_u32(v).map_err(|e| bad(format::KEY_NUM_CLASSES, v, e.to_string()))?
+            }
+        };
+        if num_classes == u32::MAX {
+            return Err(bad(
+                format::KEY_NUM_CLASSES,
+                &num_classes.to_string(),
+                "too many classes".into(),
+            ));
+        }
+        let data_range = match map.get(format::KEY_DATA_RANGE) {
+            None => DataRange::default(),
+            Some(v) => v
+                .parse()
+                .map_err(|e: format::ValueError| bad(format::KEY_DATA_RANGE, v, e.to_string()))?,
+        };
+        let addim_xvar = match map.get(format::KEY_ADDIM_XVAR) {
+            None => None,
+            Some(v) => {
+                let n = format::xvar_table_len(v)
+                    .map_err(|e| bad(format::KEY_ADDIM_XVAR, v, e.to_string()))?;
+                let mut table = Vec::with_capacity(n);
+                for x in format::parse_xvar_table(v) {
+                    table.push(x.map_err(|e| bad(format::KEY_ADDIM_XVAR, v, e.to_string()))?);
+                }
+                Some(table)
+            }
+        };
+        Ok(Metadata {
+            prediction,
+            schedule,
+            student_steps,
+            image,
+            num_classes,
+            data_range,
+            addim_xvar,
+            all: props
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect(),
+        })
+    }
+
+    /// `C*H*W`.
+    pub fn image_len(&self) -> usize {
+        // Checked at parse time.
+        self.image.len().unwrap_or(0)
+    }
+}
+
+/// A dimension of a graph tensor as declared in the ONNX file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(i64),
+    /// A named symbolic size.
+    Symbolic(String),
+    /// Not declared.
+    Unknown,
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(v) => write!(f, "{v}"),
+            Dim::Symbolic(s) => f.write_str(s),
+            Dim::Unknown => f.write_str("?"),
+        }
+    }
+}
+
+/// A graph input or output as declared in the ONNX file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorDecl {
+    /// Its name.
+    pub name: String,
+    /// ONNX element type code (1 = float32, 7 = int64), 0 when undeclared.
+    pub elem_type: i32,
+    /// Its dimensions, `None` when the rank is undeclared.
+    pub dims: Option<Vec<Dim>>,
+}
+
+impl TensorDecl {
+    fn from_value_info(v: &pb::ValueInfoProto) -> Self {
+        let mut elem_type = 0;
+        let mut dims = None;
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            v.r#type.as_ref().and_then(|t| t.value.as_ref())
+        {
+            elem_type = t.elem_type;
+            dims = t.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => {
+                            Dim::Fixed(*v)
+                        }
+                        Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => {
+                            Dim::Symbolic(p.clone())
+                        }
+                        None => Dim::Unknown,
+                    })
+                    .collect()
+            });
+        }
+        TensorDecl {
+            name: v.name.clone(),
+            elem_type,
+            dims,
+        }
+    }
+
+    /// `float32[N,3,32,32]`-style description.
+    pub fn describe(&self) -> String {
+        let ty = match self.elem_type {
+            ONNX_FLOAT => "float32".to_string(),
+            ONNX_INT64 => "int64".to_string(),
+            ONNX_FLOAT16 => "float16".to_string(),
+            0 => "?".to_string(),
+            other => format!("onnx-type-{other}"),
+        };
+        match &self.dims {
+            None => format!("{ty}[?]"),
+            Some(d) => format!(
+                "{ty}[{}]",
+                d.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+}
+
+/// The interface of a graph: its non-initializer inputs and its outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphInterface {
+    /// Inputs in file order.
+    pub inputs: Vec<TensorDecl>,
+    /// Outputs in file order.
+    pub outputs: Vec<TensorDecl>,
+}
+
+impl GraphInterface {
+    /// Reads the interface of a graph (initializers listed as inputs, as
+    /// older exporters do, are skipped).
+    pub fn of(graph: &pb::GraphProto) -> Self {
+        let inits: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|i| i.name.as_str()).collect();
+        GraphInterface {
+            inputs: graph
+                .input
+                .iter()
+                .filter(|i| !inits.contains(i.name.as_str()))
+                .map(TensorDecl::from_value_info)
+                .collect(),
+            outputs: graph
+                .output
+                .iter()
+                .map(TensorDecl::from_value_info)
+                .collect(),
+        }
+    }
+
+    /// Checks the interface against the format's table for a model of
+    /// `image` with `num_classes` classes.
+    pub fn validate(&self, image: ImageShape, num_classes: u32) -> Result<(), LoadError> {
+        for i in &self.inputs {
+            if ![format::INPUT_Z, format::INPUT_T, format::INPUT_LABEL].contains(&i.name.as_str()) {
+                return Err(LoadError::UnexpectedInput {
+                    name: i.name.clone(),
+                });
+            }
+        }
+        let find = |name: &'static str| self.inputs.iter().find(|i| i.name == name);
+        let z = find(format::INPUT_Z).ok_or(LoadError::MissingInput {
+            name: format::INPUT_Z,
+        })?;
+        let t = find(format::INPUT_T).ok_or(LoadError::MissingInput {
+            name: format::INPUT_T,
+        })?;
+        let want = [
+            i64::from(image.channels),
+            i64::from(image.height),
+            i64::from(image.width),
+        ];
+        check_decl(z, ONNX_FLOAT, Some(&want))?;
+        check_decl(t, ONNX_FLOAT, Some(&[]))?;
+        match (find(format::INPUT_LABEL), num_classes) {
+            (Some(l), k) if k > 0 => check_decl(l, ONNX_INT64, Some(&[]))?,
+            (Some(_), _) => {
+                return Err(LoadError::BadValue {
+                    key: format::KEY_NUM_CLASSES,
+                    value: "0".into(),
+                    reason:
+                        "the graph has a `label` input, so the model needs fewstep.num_classes >= 1"
+                            .into(),
+                });
+            }
+            (None, k) if k > 0 => {
+                return Err(LoadError::MissingInput {
+                    name: format::INPUT_LABEL,
+                });
+            }
+            (None, _) => {}
+        }
+        if self.outputs.len() != 1 {
+            return Err(LoadError::OutputCount {
+                count: self.outputs.len(),
+            });
+        }
+        check_decl(&self.outputs[0], ONNX_FLOAT, Some(&want))?;
+        Ok(())
+    }
+}
+
+/// Checks a declared tensor: element type (when declared), and a shape of
+/// `[N] ++ rest` with a non-fixed batch `N` (when declared).
+fn check_decl(d: &TensorDecl, elem: i32, rest: Option<&[i64]>) -> Result<(), LoadError> {
+    let bad = |reason: String| LoadError::BadTensor {
+        name: d.name.clone(),
+        reason,
+    };
+    if d.elem_type != 0 && d.elem_type != elem {
+        let want = if elem == ONNX_FLOAT {
+            "float32"
+        } else {
+            "int64"
+        };
+        return Err(bad(format!("must be {want}, is {}", d.describe())));
+    }
+    if let (Some(dims), Some(rest)) = (&d.dims, rest) {
+        let expect = format!(
+            "[N{}]",
+            rest.iter().map(|v| format!(",{v}")).collect::<String>()
+        );
+        if dims.len() != rest.len() + 1 {
+            return Err(bad(format!(
+                "must have shape {expect}, is {}",
+                d.describe()
+            )));
+        }
+        if let Dim::Fixed(n) = dims[0] {
+            return Err(bad(format!(
+                "the batch dimension must be symbolic (N), it is fixed to {n}; export with a dynamic batch axis"
+            )));
+        }
+        for (got, want) in dims[1..].iter().zip(rest) {
+            if let Dim::Fixed(g) = got
+                && g != want
+            {
+                return Err(bad(format!(
+                    "must have shape {expect} (from fewstep.image), is {}",
+                    d.describe()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The compiled network: a decluttered symbolic-batch graph and concrete
+/// plans per batch size, built on first use and cached.
+#[derive(Debug)]
+pub(crate) struct Network {
+    typed: TypedModel,
+    batch_symbol: Symbol,
+    /// Positions of `z`, `t`, `label` among the typed model's inputs.
+    pub(crate) input_order: Vec<InputKind>,
+    plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputKind {
+    Z,
+    T,
+    Label,
+}
+
+fn tract_err(e: impl std::fmt::Display) -> LoadError {
+    LoadError::Tract(format!("{e:#}"))
+}
+
+impl Network {
+    fn build(
+        proto: &pb::ModelProto,
+        model_dir: Option<&str>,
+        meta: &Metadata,
+    ) -> Result<Self, LoadError> {
+        let onnx = tract_onnx::onnx();
+        let parsed = onnx
+            .parse(proto, model_dir)
+            .map_err(|e| LoadError::Tract(format!("{e:#}")))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(LoadError::Tract(format!(
+                "unresolved inputs: {:?}",
+                parsed.unresolved_inputs
+            )));
+        }
+        let mut model = parsed.model;
+        let batch_symbol = model.sym("N");
+        let n = TDim::Sym(batch_symbol.clone());
+        let img = meta.image;
+        let mut input_order = Vec::new();
+        let outlets: Vec<OutletId> = model.input_outlets().map_err(tract_err)?.to_vec();
+        for (ix, outlet) in outlets.iter().enumerate() {
+            let name = model.node(outlet.node).name.clone();
+            let (kind, fact) = match name.as_str() {
+                format::INPUT_Z => (
+                    InputKind::Z,
+                    f32::fact([
+                        n.clone(),
+                        TDim::from(img.channels as usize),
+                        TDim::from(img.height as usize),
+                        TDim::from(img.width as usize),
+                    ]),
+                ),
+                format::INPUT_T => (InputKind::T, f32::fact([n.clone()])),
+                format::INPUT_LABEL => (InputKind::Label, i64::fact([n.clone()])),
+                other => {
+                    return Err(LoadError::UnexpectedInput {
+                        name: other.to_string(),
+                    });
+                }
+            };
+            model
+                .set_input_fact(ix, fact.into())
+                .map_err(|e| LoadError::BadTensor {
+                    name: name.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+            input_order.push(kind);
+        }
+        let typed = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(tract_err)?;
+        let out_fact = typed.output_fact(0).map_err(tract_err)?;
+        let out_name = typed
+            .output_outlets()
+            .ok()
+            .and_then(|o| o.first().map(|o| typed.node(o.node).name.clone()))
+            .unwrap_or_else(|| "output".into());
+        if out_fact.datum_type != f32::datum_type() {
+            return Err(LoadError::BadTensor {
+                name: out_name,
+                reason: format!("must be float32, is {:?}", out_fact.datum_type),
+            });
+        }
+        let want: [TDim; 4] = [
+            n,
+            TDim::from(img.channels as usize),
+            TDim::from(img.height as usize),
+            TDim::from(img.width as usize),
+        ];
+        if out_fact.shape.rank() != 4
+            || out_fact
+                .shape
+                .iter()
+                .zip(want.iter())
+                .any(|(g, w)| g.to_i64().is_ok() && w.to_i64().is_ok() && g != w)
+        {
+            return Err(LoadError::BadTensor {
+                name: out_name,
+                reason: format!(
+                    "the network computes shape {:?}; fewstep.image needs [N,{}]",
+                    out_fact.shape, img
+                ),
+            });
+        }
+        let net = Network {
+            typed,
+            batch_symbol,
+            input_order,
+            plans: Mutex::new(HashMap::new()),
+        };
+        // Build the batch-1 plan now: a graph tract cannot optimise is a load
+        // error, not a surprise at the first generate call.
+        net.plan(1)?;
+        Ok(net)
+    }
+
+    /// The plan for a concrete batch size (cached).
+    pub(crate) fn plan(&self, batch: usize) -> Result<Arc<TypedRunnableModel>, LoadError> {
+        if let Some(p) = self.lock_plans().get(&batch) {
+            return Ok(p.clone());
+        }
+        // Built outside the lock: another thread may build the same plan
+        // concurrently; either result is equivalent.
+        let concrete = self.concrete(batch)?;
+        let plan = concrete
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(tract_err)?;
+        self.lock_plans().insert(batch, plan.clone());
+        Ok(plan)
+    }
+
+    /// The decluttered graph with `N` bound to `batch`.
+    pub(crate) fn concrete(&self, batch: usize) -> Result<TypedModel, LoadError> {
+        let subs = HashMap::from([(self.batch_symbol.clone(), TDim::from(batch))]);
+        self.typed.set_symbols(&subs).map_err(tract_err)
+    }
+
+    fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<TypedRunnableModel>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.plans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A loaded fewstep model. `Send + Sync`: share it (e.g. in an `Arc`) between
+/// threads generating at once; every call keeps its own state.
+#[derive(Debug)]
+pub struct Model {
+    pub(crate) meta: Metadata,
+    pub(crate) interface: GraphInterface,
+    pub(crate) net: Network,
+    pub(crate) parameters: u64,
+    pub(crate) pools: crate::exec::Pools,
+}
+
+impl Model {
+    /// Loads a model from a `.onnx` file (external data next to it resolves).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().and_then(|d| d.to_str());
+        Self::from_proto_bytes(&bytes, Some(dir.unwrap_or(".")))
+    }
+
+    /// Loads a model from the bytes of a `.onnx` file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
+        Self::from_proto_bytes(bytes, None)
+    }
+
+    fn from_proto_bytes(bytes: &[u8], dir: Option<&str>) -> Result<Self, LoadError> {
+        let proto = decode(bytes)?;
+        Self::from_proto(&proto, dir)
+    }
+
+    /// Loads a model from a decoded `ModelProto`.
+    pub fn from_proto(proto: &pb::ModelProto, dir: Option<&str>) -> Result<Self, LoadError> {
+        let graph = proto.graph.as_ref().ok_or(LoadError::NoGraph)?;
+        let meta = Metadata::from_props(&proto.metadata_props)?;
+        let interface = GraphInterface::of(graph);
+        interface.validate(meta.image, meta.num_classes)?;
+        let net = Network::build(proto, dir, &meta)?;
+        let parameters = graph
+            .initializer
+            .iter()
+            .filter(|i| [ONNX_FLOAT, ONNX_FLOAT16, 11 /* double */].contains(&i.data_type))
+            .map(|i| i.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
+            .sum();
+        Ok(Model {
+            meta,
+            interface,
+            net,
+            parameters,
+            pools: Default::default(),
+        })
+    }
+
+    /// The parsed metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// The graph's inputs and output as declared in the file.
+    pub fn interface(&self) -> &GraphInterface {
+        &self.interface
+    }
+
+    /// Number of floating-point weights (f32 and f16 initializers).
+    pub fn parameter_count(&self) -> u64 {
+        self.parameters
+    }
+
+    /// Whether the model takes class labels.
+    pub fn is_conditional(&self) -> bool {
+        self.meta.num_classes > 0
+    }
+
+    /// Estimated multiply-adds of one network evaluation of one image, from
+    /// tract's cost model of the batch-1 graph (before kernel selection).
+    pub fn macs_per_image(&self) -> Result<u64, LoadError> {
+        let model = self.net.concrete(1)?;
+        let mut total: u64 = 0;
+        for node in model.eval_order().map_err(tract_err)? {
+            let inputs = model.node_input_facts(node).map_err(tract_err)?;
+            let costs = model.node(node).op.cost(&inputs).map_err(tract_err)?;
+            for (kind, amount) in costs {
+                if let tract_onnx::tract_core::ops::Cost::FMA(_) = kind
+                    && let Ok(v) = amount.to_i64()
+                {
+                    total += v.max(0) as u64;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Whether the optimised batch-1 plan computes in f32 only (no f16
+    /// arithmetic left after constant folding of f16 weights).
+    pub fn computes_in_f32(&self) -> Result<bool, LoadError> {
+        let plan = self.net.plan(1)?;
+        let m = plan.model();
+        Ok(m.nodes().iter().all(|n| {
+            n.op_is::<tract_onnx::tract_core::ops::konst::Const>()
+                || n.outputs
+                    .iter()
+                    .all(|o| o.fact.datum_type != f16::datum_type())
+        }))
+    }
+
+    /// Builds the concrete plan for a batch size now (it is otherwise built on
+    /// first use): the batched execution mode runs one plan of the whole batch.
+    pub fn prepare_batch(&self, batch: usize) -> Result<(), LoadError> {
+        self.net.plan(batch).map(|_| ())
+    }
+}
+
+/// Decodes ONNX protobuf bytes.
+pub fn decode(bytes: &[u8]) -> Result<pb::ModelProto, LoadError> {
+    if bytes.is_empty() {
+        return Err(LoadError::Decode("empty input".into()));
+    }
+    pb::ModelProto::decode(bytes).map_err(|e| LoadError::Decode(e.to_string()))
+}

@@ -1,0 +1,387 @@
+//! The `fewstep` binary: generate, info, stamp, and one-line errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use prost::Message;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fewstep"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fewstep-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+/// A failed run: non-zero exit, exactly one line on stderr naming `needle`,
+/// no panic.
+fn assert_fails(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {err}");
+    assert!(out.status.code().is_some(), "killed by a signal: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+}
+
+fn write_model(name: &str, spec: &GaussSpec) -> PathBuf {
+    let path = tmp(name);
+    std::fs::write(&path, spec.bytes()).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn generate_png_and_npy() {
+    let spec = GaussSpec::new(3, 4, 4, "v", Sched::Cosine);
+    let model = write_model("m.onnx", &spec);
+    let png = tmp("out.png");
+    let out = run(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--batch",
+        "4",
+        "--out",
+        s(&png),
+        "--threads",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+
+    let npy = tmp("out.npy");
+    let out = run(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--batch",
+        "2",
+        "--out",
+        s(&npy),
+        "--sampler",
+        "ddim",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (values, shape) = fewstep::read_npy(&npy).unwrap();
+    assert_eq!(shape, vec![2, 3, 4, 4]);
+    // Same as the library.
+    let m = fewstep::Model::load(&model).unwrap();
+    let want = m
+        .generate()
+        .seed(5)
+        .batch(2)
+        .steps(3)
+        .sampler(fewstep::SamplerChoice::Ddim)
+        .run()
+        .unwrap();
+    assert_eq!(values, want.data());
+
+    // --noise round trip: the npy of z_1 gives the same result as the seed.
+    let mut z = vec![0f32; 2 * spec.d()];
+    fewstep::fewstep_core::rng::batch_noise(5, 0, spec.d(), &mut z);
+    let noise = tmp("noise.npy");
+    std::fs::write(&noise, fewstep::npy_bytes(&z, &[2, 3, 4, 4])).unwrap();
+    let npy2 = tmp("out2.npy");
+    let out = run(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--steps",
+        "3",
+        "--noise",
+        s(&noise),
+        "--out",
+        s(&npy2),
+        "--sampler",
+        "ddim",
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fewstep::read_npy(&npy2).unwrap().0, values);
+}
+
+#[test]
+fn generate_errors_are_one_line() {
+    let spec = GaussSpec::new(1, 4, 4, "v", Sched::Cosine);
+    let model = write_model("e.onnx", &spec);
+    let out_png = tmp("e.png");
+    let (m, o) = (s(&model), s(&out_png));
+    assert_fails(
+        &run(&["generate", "--model", "/no/such.onnx", "--out", o]),
+        "/no/such.onnx",
+    );
+    assert_fails(
+        &run(&["generate", "--model", m, "--steps", "0", "--out", o]),
+        "steps",
+    );
+    assert_fails(
+        &run(&["generate", "--model", m, "--out", "x.jpg"]),
+        ".png or .npy",
+    );
+    assert_fails(
+        &run(&["generate", "--model", m, "--label", "1", "--out", o]),
+        "unconditional",
+    );
+    assert_fails(
+        &run(&["generate", "--model", m, "--sampler", "euler", "--out", o]),
+        "euler",
+    );
+    assert_fails(
+        &run(&["generate", "--model", m, "--batch", "0", "--out", o]),
+        "batch",
+    );
+    assert_fails(
+        &run(&["generate", "--model", m, "--threads", "0", "--out", o]),
+        "thread",
+    );
+    assert_fails(&run(&["generate", "--model", m]), "--out");
+
+    // Truncated model file.
+    let bytes = spec.bytes();
+    let trunc = tmp("trunc.onnx");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    assert_fails(
+        &run(&["generate", "--model", s(&trunc), "--out", o]),
+        "not a valid ONNX",
+    );
+
+    // Missing key.
+    let mut p = spec.build();
+    set_meta(&mut p, "fewstep.schedule", None);
+    let nokey = tmp("nokey.onnx");
+    std::fs::write(&nokey, p.encode_to_vec()).unwrap();
+    assert_fails(
+        &run(&["generate", "--model", s(&nokey), "--out", o]),
+        "fewstep.schedule",
+    );
+
+    // Consistency model asked for other steps.
+    let mut cm = spec.clone();
+    cm.student_steps = 2;
+    let cmp = write_model("cm.onnx", &cm);
+    assert_fails(
+        &run(&["generate", "--model", s(&cmp), "--steps", "4", "--out", o]),
+        "trained for 2 steps",
+    );
+
+    // Label out of range.
+    let cond = write_model("cond.onnx", &spec.clone().conditional(3));
+    assert_fails(
+        &run(&["generate", "--model", s(&cond), "--label", "7", "--out", o]),
+        "label 7",
+    );
+    assert!(
+        run(&[
+            "generate",
+            "--model",
+            s(&cond),
+            "--label",
+            "2",
+            "--guidance",
+            "2",
+            "-q",
+            "--out",
+            o
+        ])
+        .status
+        .success()
+    );
+
+    // Noise of the wrong shape, and a file that is not .npy.
+    let noise = tmp("bad_noise.npy");
+    std::fs::write(&noise, fewstep::npy_bytes(&[0.0; 20], &[1, 1, 4, 5])).unwrap();
+    assert_fails(
+        &run(&["generate", "--model", m, "--noise", s(&noise), "--out", o]),
+        "shape",
+    );
+    assert_fails(
+        &run(&["generate", "--model", m, "--noise", m, "--out", o]),
+        ".npy",
+    );
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            m,
+            "--noise",
+            s(&noise),
+            "--seed",
+            "1",
+            "--out",
+            o,
+        ]),
+        "--seed",
+    );
+}
+
+#[test]
+fn info_prints_metadata_shapes_parameters_and_cost() {
+    let spec = GaussSpec::new(3, 4, 4, "eps", Sched::Shifted(0.5));
+    let model = write_model("info.onnx", &spec);
+    let out = run(&["info", s(&model)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "fewstep.prediction = eps",
+        "fewstep.schedule = shifted_cosine:0.5",
+        "z float32[N,3,4,4]",
+        "t float32[N]",
+        "out float32[N,3,4,4]",
+        // mu + s2 (48 each) + scalars (ca, ce0, two_, one_, shift)
+        "parameters: 101",
+        "multiply-adds",
+        "diffusion model",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in\n{text}");
+    }
+    assert_fails(
+        &run(&["info", "/no/such/model.onnx"]),
+        "/no/such/model.onnx",
+    );
+}
+
+#[test]
+fn stamp_turns_a_foreign_export_into_a_fewstep_model() {
+    // An export with its input named `x` and no fewstep metadata.
+    let spec = GaussSpec::new(1, 4, 4, "v", Sched::Cosine);
+    let mut p = spec.build();
+    p.metadata_props.clear();
+    let g = p.graph.as_mut().unwrap();
+    g.input[0].name = "x".into();
+    for n in &mut g.node {
+        for i in &mut n.input {
+            if i == "z" {
+                *i = "x".into();
+            }
+        }
+    }
+    let raw = tmp("raw.onnx");
+    std::fs::write(&raw, p.encode_to_vec()).unwrap();
+    let stamped = tmp("stamped.onnx");
+    let (r, o) = (s(&raw), s(&stamped));
+    // Unstamped: a missing-key error.
+    assert_fails(&run(&["info", r]), "fewstep.format");
+    // Without the rename the check fails and nothing is written.
+    assert_fails(
+        &run(&[
+            "stamp",
+            r,
+            o,
+            "--prediction",
+            "v",
+            "--schedule",
+            "cosine",
+            "--student-steps",
+            "0",
+            "--image",
+            "1,4,4",
+        ]),
+        "`x`",
+    );
+    assert!(!stamped.exists());
+    // Bad values.
+    assert_fails(
+        &run(&[
+            "stamp",
+            r,
+            o,
+            "--prediction",
+            "score",
+            "--schedule",
+            "cosine",
+            "--student-steps",
+            "0",
+            "--image",
+            "1,4,4",
+        ]),
+        "--prediction",
+    );
+    assert_fails(
+        &run(&[
+            "stamp",
+            r,
+            o,
+            "--prediction",
+            "v",
+            "--schedule",
+            "cosine",
+            "--student-steps",
+            "0",
+            "--image",
+            "3,4,4",
+            "--rename",
+            "x=z",
+        ]),
+        "fewstep.image",
+    );
+    let ok = run(&[
+        "stamp",
+        r,
+        o,
+        "--prediction",
+        "v",
+        "--schedule",
+        "cosine",
+        "--student-steps",
+        "0",
+        "--image",
+        "1,4,4",
+        "--rename",
+        "x=z",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let m = fewstep::Model::load(&stamped).unwrap();
+    assert_eq!(m.metadata().image.to_string(), "1,4,4");
+    let a = m.generate().seed(3).steps(3).run().unwrap();
+    let b = fewstep::Model::from_bytes(&spec.bytes())
+        .unwrap()
+        .generate()
+        .seed(3)
+        .steps(3)
+        .run()
+        .unwrap();
+    assert_eq!(a.data(), b.data());
+}
