@@ -1,0 +1,704 @@
+//! # libfewstep: the C API of fewstep
+//!
+//! Load a fewstep ONNX model and generate images from C, C++, Swift or
+//! Kotlin/JNI. Conventions (after rustls-ffi):
+//!
+//! - Opaque handles (`fewstep_model`), created by `fewstep_model_load*` and
+//!   released by `fewstep_model_free`.
+//! - Every function that can fail returns a `fewstep_status`; on failure,
+//!   `fewstep_last_error()` describes what went wrong, in a thread-local
+//!   string valid until the next fewstep call on the same thread.
+//! - No entry point panics across the boundary or aborts: panics are caught
+//!   and reported as `FEWSTEP_ERROR_PANIC`; NULL pointers, short buffers,
+//!   invalid enum values and bad paths return a status.
+//! - A model handle may be used by several threads at once; all per-call
+//!   state lives in the call. Do not free it while another thread uses it.
+//!
+//! The header `include/fewstep.h` is generated from this file by cbindgen
+//! (`ffi/cbindgen.toml`); `ffi/tests/header.rs` fails when it is stale.
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use fewstep_runtime::fewstep_core::Prediction;
+use fewstep_runtime::{CancelToken, GenerateError, Images, LoadError, Model, SamplerChoice};
+
+/// A loaded model. Opaque; thread-safe; free with `fewstep_model_free`.
+pub struct fewstep_model {
+    inner: Model,
+}
+
+impl std::fmt::Debug for fewstep_model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("fewstep_model").finish_non_exhaustive()
+    }
+}
+
+/// Result of every fallible call. `FEWSTEP_OK` is 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum fewstep_status {
+    /// Success.
+    FEWSTEP_OK = 0,
+    /// The progress callback asked to stop: the output buffer holds the
+    /// latest clean-image estimate (a usable, less refined image).
+    FEWSTEP_CANCELLED = 1,
+    /// A required pointer argument was NULL.
+    FEWSTEP_ERROR_NULL_ARGUMENT = 2,
+    /// An argument is out of range (batch 0, threads, guidance, an unknown
+    /// sampler value, ...).
+    FEWSTEP_ERROR_INVALID_ARGUMENT = 3,
+    /// The output buffer is shorter than the result.
+    FEWSTEP_ERROR_BUFFER_TOO_SMALL = 4,
+    /// The model file could not be read.
+    FEWSTEP_ERROR_IO = 5,
+    /// The bytes are not a valid fewstep model (not ONNX, missing or bad
+    /// `fewstep.*` metadata, wrong inputs/outputs).
+    FEWSTEP_ERROR_INVALID_MODEL = 6,
+    /// The step count does not fit the model (a consistency model samples
+    /// with exactly the steps it was trained for; 0 steps).
+    FEWSTEP_ERROR_STEPS = 7,
+    /// A class label is out of range, or labels/guidance were asked of an
+    /// unconditional model.
+    FEWSTEP_ERROR_LABEL = 8,
+    /// The network produced NaN or infinity.
+    FEWSTEP_ERROR_NON_FINITE = 9,
+    /// The network failed to run (or a thread pool could not be made).
+    FEWSTEP_ERROR_RUNTIME = 10,
+    /// An internal error (a caught panic). Please report it.
+    FEWSTEP_ERROR_PANIC = 11,
+    /// `fewstep_request.struct_size` is not one this library knows: call
+    /// `fewstep_request_init` and use the header the library was built with.
+    FEWSTEP_ERROR_STRUCT_SIZE = 12,
+}
+use fewstep_status::*;
+
+/// Sampler: the model's default (a consistency model's own `T` DDIM steps;
+/// aDDIM for a diffusion model).
+pub const FEWSTEP_SAMPLER_AUTO: u32 = 0;
+/// Sampler: DDIM.
+pub const FEWSTEP_SAMPLER_DDIM: u32 = 1;
+/// Sampler: aDDIM (the paper's adjusted DDIM).
+pub const FEWSTEP_SAMPLER_ADDIM: u32 = 2;
+/// `fewstep_request.label` value for "no label" (the unconditional model).
+pub const FEWSTEP_LABEL_NONE: i64 = -1;
+
+/// Called after each network evaluation with the step just completed
+/// (1-based) and the total. Return 0 to continue, non-zero to cancel: the
+/// call then stops and returns `FEWSTEP_CANCELLED` with the latest estimate.
+pub type fewstep_progress_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, step: u32, total: u32) -> i32>;
+
+/// A generation request. Always initialise with `fewstep_request_init`,
+/// then change fields: `struct_size` lets later versions add fields without
+/// breaking callers built against this header.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct fewstep_request {
+    /// `sizeof(fewstep_request)`, set by `fewstep_request_init`.
+    pub struct_size: u32,
+    /// Images to generate (default 1).
+    pub batch: u32,
+    /// Noise seed (default 0). Image `i` of a seed is the same at any batch size.
+    pub seed: u64,
+    /// Network evaluations; 0 = the model's default (default 0).
+    pub steps: u32,
+    /// `FEWSTEP_SAMPLER_*` (default `FEWSTEP_SAMPLER_AUTO`).
+    pub sampler: u32,
+    /// Class label for every image, `0..num_classes`, or
+    /// `FEWSTEP_LABEL_NONE` (default) for the unconditional model.
+    pub label: i64,
+    /// Classifier-free guidance scale; 1 = none (default 1).
+    pub guidance: f32,
+    /// Threads; 0 = all cores (default 0).
+    pub threads: u32,
+    /// 1 clips each clean-image estimate to the data range, 0 does not (default 0).
+    pub clip: u32,
+    /// Optional progress/cancel callback (default NULL).
+    pub progress: fewstep_progress_fn,
+    /// Passed to `progress` unchanged (default NULL).
+    pub user_data: *mut c_void,
+}
+
+const REQUEST_SIZE: usize = std::mem::size_of::<fewstep_request>();
+/// The size of the first published layout (this one). Callers built against
+/// an older, smaller header keep working: missing fields take defaults.
+const REQUEST_MIN_SIZE: usize = REQUEST_SIZE;
+
+impl Default for fewstep_request {
+    fn default() -> Self {
+        fewstep_request {
+            struct_size: REQUEST_SIZE as u32,
+            batch: 1,
+            seed: 0,
+            steps: 0,
+            sampler: FEWSTEP_SAMPLER_AUTO,
+            label: FEWSTEP_LABEL_NONE,
+            guidance: 1.0,
+            threads: 0,
+            clip: 0,
+            progress: None,
+            user_data: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// What went wrong, for the thread-local last error.
+struct Failure {
+    status: fewstep_status,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: fewstep_status, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+    fn null(what: &str) -> Self {
+        Failure::new(FEWSTEP_ERROR_NULL_ARGUMENT, format!("{what} is NULL"))
+    }
+}
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Self {
+        let status = match e {
+            LoadError::Io { .. } => FEWSTEP_ERROR_IO,
+            _ => FEWSTEP_ERROR_INVALID_MODEL,
+        };
+        Failure::new(status, e.to_string())
+    }
+}
+
+impl From<GenerateError> for Failure {
+    fn from(e: GenerateError) -> Self {
+        let status = match e {
+            GenerateError::Plan(_) => FEWSTEP_ERROR_STEPS,
+            GenerateError::ZeroBatch
+            | GenerateError::ZeroThreads
+            | GenerateError::NoiseShape { .. }
+            | GenerateError::NoiseNotFinite
+            | GenerateError::BadGuidance(_) => FEWSTEP_ERROR_INVALID_ARGUMENT,
+            GenerateError::LabelCount { .. }
+            | GenerateError::LabelOutOfRange { .. }
+            | GenerateError::Unconditional { .. } => FEWSTEP_ERROR_LABEL,
+            GenerateError::NonFinite { .. } => FEWSTEP_ERROR_NON_FINITE,
+            GenerateError::Cancelled => FEWSTEP_CANCELLED,
+            GenerateError::Tract(_) | GenerateError::ThreadPool(_) | GenerateError::Length(_) => {
+                FEWSTEP_ERROR_RUNTIME
+            }
+        };
+        Failure::new(status, e.to_string())
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(message: &str) {
+    // Interior NULs would truncate the C string; replace them.
+    let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Runs an entry point: clears the last error, catches panics, records failures.
+fn guard(f: impl FnOnce() -> Result<fewstep_status, Failure>) -> fewstep_status {
+    set_last_error("");
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(status)) => status,
+        Ok(Err(failure)) => {
+            set_last_error(&failure.message);
+            failure.status
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!("internal error (panic): {what}"));
+            FEWSTEP_ERROR_PANIC
+        }
+    }
+}
+
+/// The library version, e.g. `"0.1.0"`. Static; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn fewstep_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The message of the last failed fewstep call on this thread, or `""`.
+/// Valid until the next fewstep call on this thread; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn fewstep_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// A short, static name for a status (e.g. `"FEWSTEP_ERROR_IO"`).
+#[unsafe(no_mangle)]
+pub extern "C" fn fewstep_status_name(status: fewstep_status) -> *const c_char {
+    let s: &'static CStr = match status {
+        FEWSTEP_OK => c"FEWSTEP_OK",
+        FEWSTEP_CANCELLED => c"FEWSTEP_CANCELLED",
+        FEWSTEP_ERROR_NULL_ARGUMENT => c"FEWSTEP_ERROR_NULL_ARGUMENT",
+        FEWSTEP_ERROR_INVALID_ARGUMENT => c"FEWSTEP_ERROR_INVALID_ARGUMENT",
+        FEWSTEP_ERROR_BUFFER_TOO_SMALL => c"FEWSTEP_ERROR_BUFFER_TOO_SMALL",
+        FEWSTEP_ERROR_IO => c"FEWSTEP_ERROR_IO",
+        FEWSTEP_ERROR_INVALID_MODEL => c"FEWSTEP_ERROR_INVALID_MODEL",
+        FEWSTEP_ERROR_STEPS => c"FEWSTEP_ERROR_STEPS",
+        FEWSTEP_ERROR_LABEL => c"FEWSTEP_ERROR_LABEL",
+        FEWSTEP_ERROR_NON_FINITE => c"FEWSTEP_ERROR_NON_FINITE",
+        FEWSTEP_ERROR_RUNTIME => c"FEWSTEP_ERROR_RUNTIME",
+        FEWSTEP_ERROR_PANIC => c"FEWSTEP_ERROR_PANIC",
+        FEWSTEP_ERROR_STRUCT_SIZE => c"FEWSTEP_ERROR_STRUCT_SIZE",
+    };
+    s.as_ptr()
+}
+
+fn store_model(
+    out: *mut *mut fewstep_model,
+    loaded: Result<Model, LoadError>,
+) -> Result<fewstep_status, Failure> {
+    let model = loaded?;
+    let handle = Box::into_raw(Box::new(fewstep_model { inner: model }));
+    // SAFETY: `out` was checked non-NULL by the caller of this helper.
+    unsafe { *out = handle };
+    Ok(FEWSTEP_OK)
+}
+
+/// Loads a model from a file. On success `*out` holds a new handle; on
+/// failure `*out` is set to NULL (when `out` is not NULL).
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_model_load(
+    path: *const c_char,
+    out: *mut *mut fewstep_model,
+) -> fewstep_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        if path.is_null() {
+            return Err(Failure::null("path"));
+        }
+        // SAFETY: the caller guarantees a NUL-terminated string.
+        let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+        let path = path_from_bytes(bytes)?;
+        store_model(out, Model::load(path))
+    })
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: &[u8]) -> Result<std::path::PathBuf, Failure> {
+    use std::os::unix::ffi::OsStrExt;
+    // Unix paths are bytes: any encoding works.
+    Ok(std::ffi::OsStr::from_bytes(bytes).into())
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: &[u8]) -> Result<std::path::PathBuf, Failure> {
+    std::str::from_utf8(bytes)
+        .map(Into::into)
+        .map_err(|_| Failure::new(FEWSTEP_ERROR_INVALID_ARGUMENT, "path is not valid UTF-8"))
+}
+
+/// Loads a model from bytes in memory (Android assets, iOS bundles). The
+/// bytes are copied; the caller may free them after the call.
+///
+/// # Safety
+/// `data` must be NULL or point to `len` readable bytes; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_model_load_bytes(
+    data: *const u8,
+    len: usize,
+    out: *mut *mut fewstep_model,
+) -> fewstep_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        if data.is_null() {
+            return Err(Failure::null("data"));
+        }
+        // SAFETY: the caller guarantees `len` readable bytes at `data`.
+        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+        store_model(out, Model::from_bytes(bytes))
+    })
+}
+
+/// Frees a model. NULL is ignored.
+///
+/// # Safety
+/// `model` must be NULL or a handle from `fewstep_model_load*`, not freed
+/// before, and not in use by another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_model_free(model: *mut fewstep_model) {
+    if model.is_null() {
+        return;
+    }
+    // Dropping cannot unwind into C: catch a panic from a destructor.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller passes a handle from Box::into_raw, once.
+        drop(unsafe { Box::from_raw(model) });
+    }));
+}
+
+/// What a model is, for sizing buffers and requests.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct fewstep_model_info {
+    /// Channels `C` of a generated image (1 = grayscale, 3 = RGB).
+    pub channels: u32,
+    /// Height `H` in pixels.
+    pub height: u32,
+    /// Width `W` in pixels.
+    pub width: u32,
+    /// `T >= 1` for a multistep consistency model (it samples with exactly
+    /// `T` steps), 0 for a diffusion model (any step count).
+    pub student_steps: u32,
+    /// Number of classes; 0 = unconditional.
+    pub num_classes: u32,
+    /// The network's output: 0 = `x`, 1 = `eps`, 2 = `v`.
+    pub prediction: u32,
+    /// Data value mapped to pixel 0.
+    pub data_lo: f32,
+    /// Data value mapped to pixel 255.
+    pub data_hi: f32,
+}
+
+/// Fills `*info` with the model's shape and properties.
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `info` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_model_get_info(
+    model: *const fewstep_model,
+    info: *mut fewstep_model_info,
+) -> fewstep_status {
+    guard(|| {
+        // SAFETY: NULL or a live handle, per the contract.
+        let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::null("model"))?;
+        if info.is_null() {
+            return Err(Failure::null("info"));
+        }
+        let m = model.inner.metadata();
+        let value = fewstep_model_info {
+            channels: m.image.channels,
+            height: m.image.height,
+            width: m.image.width,
+            student_steps: m.student_steps.0,
+            num_classes: m.num_classes,
+            prediction: match m.prediction {
+                Prediction::X => 0,
+                Prediction::Eps => 1,
+                Prediction::V => 2,
+            },
+            data_lo: m.data_range.lo,
+            data_hi: m.data_range.hi,
+        };
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { info.write(value) };
+        Ok(FEWSTEP_OK)
+    })
+}
+
+/// Writes to `*len` the number of bytes `fewstep_generate_rgb8` needs for
+/// `batch` images (`batch * H * W * 3`).
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `len` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_rgb8_len(
+    model: *const fewstep_model,
+    batch: u32,
+    len: *mut usize,
+) -> fewstep_status {
+    guard(|| {
+        // SAFETY: NULL or a live handle, per the contract.
+        let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::null("model"))?;
+        if len.is_null() {
+            return Err(Failure::null("len"));
+        }
+        let n = rgb8_len(model, batch as usize)?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { len.write(n) };
+        Ok(FEWSTEP_OK)
+    })
+}
+
+/// Writes to `*len` the number of floats `fewstep_generate_f32` needs for
+/// `batch` images (`batch * C * H * W`).
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `len` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_f32_len(
+    model: *const fewstep_model,
+    batch: u32,
+    len: *mut usize,
+) -> fewstep_status {
+    guard(|| {
+        // SAFETY: NULL or a live handle, per the contract.
+        let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::null("model"))?;
+        if len.is_null() {
+            return Err(Failure::null("len"));
+        }
+        let n = f32_len(model, batch as usize)?;
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { len.write(n) };
+        Ok(FEWSTEP_OK)
+    })
+}
+
+fn overflow() -> Failure {
+    Failure::new(
+        FEWSTEP_ERROR_INVALID_ARGUMENT,
+        "batch too large: the buffer size overflows",
+    )
+}
+
+fn rgb8_len(model: &fewstep_model, batch: usize) -> Result<usize, Failure> {
+    let s = model.inner.metadata().image;
+    (s.height as usize)
+        .checked_mul(s.width as usize)
+        .and_then(|v| v.checked_mul(3))
+        .and_then(|v| v.checked_mul(batch))
+        .ok_or_else(overflow)
+}
+
+fn f32_len(model: &fewstep_model, batch: usize) -> Result<usize, Failure> {
+    model
+        .inner
+        .metadata()
+        .image_len()
+        .checked_mul(batch)
+        .ok_or_else(overflow)
+}
+
+/// Writes the defaults into `*request` (batch 1, seed 0, the model's steps
+/// and sampler, no label, no guidance, all cores, no clipping, no callback).
+///
+/// # Safety
+/// `request` must be NULL or point to a writable `fewstep_request`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_request_init(request: *mut fewstep_request) -> fewstep_status {
+    guard(|| {
+        if request.is_null() {
+            return Err(Failure::null("request"));
+        }
+        // SAFETY: checked non-NULL; writable per the contract.
+        unsafe { request.write(fewstep_request::default()) };
+        Ok(FEWSTEP_OK)
+    })
+}
+
+/// Copies the caller's request, honouring its `struct_size`.
+///
+/// # Safety
+/// `request` non-NULL, pointing to at least `struct_size` readable bytes.
+unsafe fn read_request(request: *const fewstep_request) -> Result<fewstep_request, Failure> {
+    // SAFETY: the first field is a u32 at offset 0 of any published layout.
+    let size = unsafe { request.cast::<u32>().read_unaligned() } as usize;
+    if !(REQUEST_MIN_SIZE..=REQUEST_SIZE).contains(&size) {
+        return Err(Failure::new(
+            FEWSTEP_ERROR_STRUCT_SIZE,
+            format!(
+                "fewstep_request.struct_size is {size}; this library (fewstep {}) accepts {REQUEST_MIN_SIZE}..={REQUEST_SIZE}: initialise requests with fewstep_request_init",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+    let mut req = fewstep_request::default();
+    // SAFETY: `size` bytes are readable (caller contract) and fit in `req`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(request.cast::<u8>(), (&raw mut req).cast::<u8>(), size)
+    };
+    Ok(req)
+}
+
+fn sampler_choice(v: u32) -> Result<SamplerChoice, Failure> {
+    match v {
+        FEWSTEP_SAMPLER_AUTO => Ok(SamplerChoice::Auto),
+        FEWSTEP_SAMPLER_DDIM => Ok(SamplerChoice::Ddim),
+        FEWSTEP_SAMPLER_ADDIM => Ok(SamplerChoice::Addim),
+        other => Err(Failure::new(
+            FEWSTEP_ERROR_INVALID_ARGUMENT,
+            format!(
+                "sampler {other} is not one of FEWSTEP_SAMPLER_AUTO (0), FEWSTEP_SAMPLER_DDIM (1), FEWSTEP_SAMPLER_ADDIM (2)"
+            ),
+        )),
+    }
+}
+
+/// Runs a request; returns the images and whether they are partial.
+fn run(model: &fewstep_model, req: &fewstep_request) -> Result<Images, Failure> {
+    if req.clip > 1 {
+        return Err(Failure::new(
+            FEWSTEP_ERROR_INVALID_ARGUMENT,
+            format!("clip must be 0 or 1, got {}", req.clip),
+        ));
+    }
+    if req.label < FEWSTEP_LABEL_NONE {
+        return Err(Failure::new(
+            FEWSTEP_ERROR_LABEL,
+            format!(
+                "label {} is invalid: use 0..num_classes or FEWSTEP_LABEL_NONE (-1)",
+                req.label
+            ),
+        ));
+    }
+    let mut builder = model
+        .inner
+        .generate()
+        .batch(req.batch as usize)
+        .seed(req.seed)
+        .sampler(sampler_choice(req.sampler)?)
+        .guidance(req.guidance)
+        .clip(req.clip == 1);
+    if req.steps != 0 {
+        builder = builder.steps(req.steps);
+    }
+    if req.label != FEWSTEP_LABEL_NONE {
+        builder = builder.label(req.label);
+    }
+    if req.threads != 0 {
+        builder = builder.threads(req.threads as usize);
+    }
+    if let Some(callback) = req.progress {
+        let token = CancelToken::new();
+        let user_data = req.user_data;
+        let flag = token.clone();
+        builder = builder.cancel(token).on_progress(move |p| {
+            // SAFETY: the caller supplied the callback and its user_data.
+            if unsafe { callback(user_data, p.step, p.steps) } != 0 {
+                flag.cancel();
+            }
+        });
+    }
+    Ok(builder.run()?)
+}
+
+fn finish(images: &Images) -> Result<fewstep_status, Failure> {
+    if images.is_partial() {
+        return Err(Failure::new(
+            FEWSTEP_CANCELLED,
+            format!(
+                "cancelled by the progress callback after step {}: the buffer holds the latest estimate",
+                images.steps_done()
+            ),
+        ));
+    }
+    Ok(FEWSTEP_OK)
+}
+
+/// Checks the common arguments of the generate calls.
+///
+/// # Safety
+/// `model`/`request` NULL or valid, per the generate functions' contracts.
+unsafe fn prepare<'a>(
+    model: *const fewstep_model,
+    request: *const fewstep_request,
+    out_is_null: bool,
+) -> Result<(&'a fewstep_model, fewstep_request), Failure> {
+    // SAFETY: NULL or a live handle, per the contract.
+    let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::null("model"))?;
+    if request.is_null() {
+        return Err(Failure::null(
+            "request (initialise one with fewstep_request_init)",
+        ));
+    }
+    if out_is_null {
+        return Err(Failure::null("out"));
+    }
+    // SAFETY: non-NULL; the caller guarantees a request from fewstep_request_init.
+    let req = unsafe { read_request(request) }?;
+    if req.batch == 0 {
+        return Err(Failure::new(
+            FEWSTEP_ERROR_INVALID_ARGUMENT,
+            "batch must be at least 1",
+        ));
+    }
+    Ok((model, req))
+}
+
+fn short_buffer(what: &str, have: usize, need: usize, batch: u32) -> Failure {
+    Failure::new(
+        FEWSTEP_ERROR_BUFFER_TOO_SMALL,
+        format!("output buffer holds {have} {what}; {batch} images need {need}"),
+    )
+}
+
+/// Generates `request->batch` images as interleaved RGB8, `[N,H,W,3]`, into
+/// `out` (`out_len` bytes, at least `fewstep_rgb8_len`). Grayscale models
+/// are expanded to gray RGB. On `FEWSTEP_CANCELLED` the buffer holds the
+/// latest estimate; on any other failure it is left unspecified.
+///
+/// # Safety
+/// `model` NULL or a live handle; `request` NULL or initialised by
+/// `fewstep_request_init`; `out` NULL or `out_len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_generate_rgb8(
+    model: *const fewstep_model,
+    request: *const fewstep_request,
+    out: *mut u8,
+    out_len: usize,
+) -> fewstep_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let (model, req) = unsafe { prepare(model, request, out.is_null()) }?;
+        let need = rgb8_len(model, req.batch as usize)?;
+        if out_len < need {
+            return Err(short_buffer("bytes", out_len, need, req.batch));
+        }
+        let images = run(model, &req)?;
+        // SAFETY: `out` has `out_len >= need` writable bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out, need) };
+        for (i, chunk) in dst.chunks_exact_mut(need / req.batch as usize).enumerate() {
+            let px = images
+                .rgb8(i)
+                .ok_or_else(|| Failure::new(FEWSTEP_ERROR_RUNTIME, "missing image in result"))?;
+            chunk.copy_from_slice(&px);
+        }
+        finish(&images)
+    })
+}
+
+/// Generates `request->batch` images as float32 `[N,C,H,W]` in data space
+/// into `out` (`out_len` floats, at least `fewstep_f32_len`). On
+/// `FEWSTEP_CANCELLED` the buffer holds the latest estimate.
+///
+/// # Safety
+/// `model` NULL or a live handle; `request` NULL or initialised by
+/// `fewstep_request_init`; `out` NULL or `out_len` writable floats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_generate_f32(
+    model: *const fewstep_model,
+    request: *const fewstep_request,
+    out: *mut f32,
+    out_len: usize,
+) -> fewstep_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let (model, req) = unsafe { prepare(model, request, out.is_null()) }?;
+        let need = f32_len(model, req.batch as usize)?;
+        if out_len < need {
+            return Err(short_buffer("floats", out_len, need, req.batch));
+        }
+        let images = run(model, &req)?;
+        // SAFETY: `out` has `out_len >= need` writable floats.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out, need) };
+        dst.copy_from_slice(images.data());
+        finish(&images)
+    })
+}

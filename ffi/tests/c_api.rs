@@ -1,0 +1,364 @@
+//! Builds C programs against libfewstep (static and dynamic) and runs them:
+//! `examples/c/generate.c` and `ffi/tests/c/errors.c` (every error path,
+//! cancellation, 4 threads on one model), under valgrind when it is
+//! installed. Also compiles the header as C99 and C++ with -Wall -Werror.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fewstep_runtime::pb;
+use fewstep_runtime::pb::tensor_shape_proto::{Dimension, dimension};
+
+const FLOAT: i32 = 1;
+const INT64: i32 = 7;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/<profile>`, where cargo puts libfewstep.a and libfewstep.so.
+/// `cargo test` does not build a library that has no rlib crate type, so
+/// build the C libraries here (same profile and target directory; a no-op
+/// when they are fresh).
+fn lib_dir() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    BUILD.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let target_dir = dir.parent().expect("target dir");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "fewstep-ffi", "--lib"])
+            .arg("--manifest-path")
+            .arg(repo().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        run(&mut cmd);
+    });
+    assert!(
+        dir.join("libfewstep.a").exists() && dir.join("libfewstep.so").exists(),
+        "libfewstep.a/.so not found in {}",
+        dir.display()
+    );
+    dir.to_path_buf()
+}
+
+fn work_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fewstep-ffi-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn value_info(name: &str, elem: i32, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(v) => dimension::Value::DimValue(*v),
+                None => dimension::Value::DimParam("N".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn scalar(name: &str, v: f32) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type: FLOAT,
+        float_data: vec![v],
+        ..Default::default()
+    }
+}
+
+/// A small x-prediction "network": `out = 0.5 z + 0.1 t (+ 0.2 label)`,
+/// `[N,3,4,4]`, with a symbolic batch.
+fn tiny_model(student_steps: u32, num_classes: u32) -> Vec<u8> {
+    let img = [Some(3), Some(4), Some(4)];
+    let zdims: Vec<Option<i64>> = std::iter::once(None).chain(img).collect();
+    let mut inputs = vec![
+        value_info("z", FLOAT, &zdims),
+        value_info("t", FLOAT, &[None]),
+    ];
+    let mut nodes = vec![
+        node("Reshape", &["t", "shape4"], "t4", vec![]),
+        node("Mul", &["z", "half"], "zh", vec![]),
+        node("Mul", &["t4", "tenth"], "tt", vec![]),
+        node(
+            "Add",
+            &["zh", "tt"],
+            if num_classes > 0 { "base" } else { "out" },
+            vec![],
+        ),
+    ];
+    if num_classes > 0 {
+        inputs.push(value_info("label", INT64, &[None]));
+        let to = pb::AttributeProto {
+            name: "to".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: i64::from(FLOAT),
+            ..Default::default()
+        };
+        nodes.push(node("Cast", &["label"], "labf", vec![to]));
+        nodes.push(node("Reshape", &["labf", "shape4"], "lab4", vec![]));
+        nodes.push(node("Mul", &["lab4", "fifth"], "labw", vec![]));
+        nodes.push(node("Add", &["base", "labw"], "out", vec![]));
+    }
+    let graph = pb::GraphProto {
+        name: "tiny".into(),
+        node: nodes,
+        initializer: vec![
+            pb::TensorProto {
+                name: "shape4".into(),
+                data_type: INT64,
+                dims: vec![4],
+                int64_data: vec![-1, 1, 1, 1],
+                ..Default::default()
+            },
+            scalar("half", 0.5),
+            scalar("tenth", 0.1),
+            scalar("fifth", 0.2),
+        ],
+        input: inputs,
+        output: vec![value_info("out", FLOAT, &zdims)],
+        ..Default::default()
+    };
+    let meta = [
+        ("fewstep.format", "1".to_string()),
+        ("fewstep.prediction", "x".into()),
+        ("fewstep.schedule", "cosine".into()),
+        ("fewstep.student_steps", student_steps.to_string()),
+        ("fewstep.image", "3,4,4".into()),
+        ("fewstep.num_classes", num_classes.to_string()),
+    ];
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 18,
+        }],
+        producer_name: "fewstep-ffi-tests".into(),
+        graph: Some(graph),
+        metadata_props: meta
+            .iter()
+            .map(|(k, v)| pb::StringStringEntryProto {
+                key: k.to_string(),
+                value: v.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    fewstep_runtime::encode(&model)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+/// Compiles `src` twice: against the static and the dynamic library.
+fn build(src: &Path, name: &str, dir: &Path) -> [PathBuf; 2] {
+    let lib = lib_dir();
+    let include = repo().join("include");
+    let stat = dir.join(format!("{name}-static"));
+    run(Command::new("cc")
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-pthread",
+            "-I",
+        ])
+        .arg(&include)
+        .arg(src)
+        .arg(lib.join("libfewstep.a"))
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-o",
+        ])
+        .arg(&stat));
+    let dynamic = dir.join(format!("{name}-dynamic"));
+    run(Command::new("cc")
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-pthread",
+            "-I",
+        ])
+        .arg(&include)
+        .arg(src)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lfewstep", "-lm", "-o"])
+        .arg(&dynamic));
+    [stat, dynamic]
+}
+
+fn have_valgrind() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs a program, under valgrind (memcheck: no invalid access, no
+/// definite/indirect leaks) when it is installed.
+fn run_checked(exe: &Path, args: &[&Path], valgrind: bool) -> String {
+    if valgrind {
+        run(Command::new("valgrind")
+            .args([
+                "--error-exitcode=99",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,indirect",
+                "--show-leak-kinds=definite,indirect",
+                "-q",
+            ])
+            .arg(exe)
+            .args(args))
+    } else {
+        run(Command::new(exe).args(args))
+    }
+}
+
+#[test]
+fn header_compiles_as_c99_and_cpp() {
+    let dir = work_dir();
+    let tu = dir.join("header_only.c");
+    std::fs::write(
+        &tu,
+        "#include \"fewstep.h\"\nint main(void) { return FEWSTEP_OK; }\n",
+    )
+    .expect("write");
+    let include = repo().join("include");
+    run(Command::new("cc")
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(&include)
+        .arg(&tu));
+    run(Command::new("c++")
+        .args([
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+            "-x",
+            "c++",
+            "-I",
+        ])
+        .arg(&include)
+        .arg(&tu));
+}
+
+#[test]
+fn example_program_generates_a_ppm() {
+    let dir = work_dir();
+    let model = dir.join("cm.onnx");
+    std::fs::write(&model, tiny_model(2, 0)).expect("write model");
+    let valgrind = have_valgrind();
+    if !valgrind {
+        eprintln!("note: valgrind not installed; running without it");
+    }
+    for exe in build(&repo().join("examples/c/generate.c"), "generate", &dir) {
+        let ppm = dir.join("out.ppm");
+        let log = run_checked(
+            &exe,
+            &[&model, &ppm, Path::new("3"), Path::new("5")],
+            valgrind,
+        );
+        assert!(
+            log.contains("step 1/2") && log.contains("step 2/2"),
+            "progress printed:\n{log}"
+        );
+        let bytes = std::fs::read(&ppm).expect("ppm written");
+        let header = b"P6\n12 4\n255\n";
+        assert!(bytes.starts_with(header), "PPM header");
+        assert_eq!(bytes.len(), header.len() + 12 * 4 * 3);
+        // A missing model is reported with a status and message, exit 1.
+        let out = Command::new(&exe)
+            .arg(dir.join("missing.onnx"))
+            .arg(&ppm)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("FEWSTEP_ERROR_IO"));
+    }
+}
+
+#[test]
+fn error_paths_cancellation_and_threads() {
+    let dir = work_dir();
+    let cm = dir.join("cm2.onnx");
+    let cond = dir.join("cond.onnx");
+    std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
+    std::fs::write(&cond, tiny_model(0, 3)).expect("write model");
+    let valgrind = have_valgrind();
+    for exe in build(&repo().join("ffi/tests/c/errors.c"), "errors", &dir) {
+        let log = run_checked(&exe, &[&cm, &cond], valgrind);
+        assert!(log.contains("0 failures"), "{log}");
+        assert!(!log.contains("FAIL"), "{log}");
+    }
+}
