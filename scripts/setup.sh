@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# Installs the system packages fewstep's builds, tests and examples use.
-# Idempotent; runs as root (CI, fresh machines) or via sudo.
+# Installs what fewstep's builds, tests and examples need on a fresh Debian
+# machine. Idempotent; runs as root (CI, fresh machines) or via sudo.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 need=()
-# Fashion-MNIST (idx files under /usr/share/datasets/fashion-mnist/) for the
-# trainer's real-data tests and examples.
+# Fashion-MNIST (idx files under /usr/share/datasets/fashion-mnist/): the
+# trainer's real data.
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+# C toolchain for the C API tests and examples.
+command -v cc >/dev/null || need+=(gcc)
+command -v c++ >/dev/null || need+=(g++)
+# Memory checking of the C API tests.
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+# onnx (checker) and onnxruntime: cross-checks of exported models and the
+# runtime benchmark's reference. Tests skip with a note when absent.
+if ! python3 -c "import onnx, onnxruntime, numpy" >/dev/null 2>&1; then
+  python3 -m pip install -q onnx onnxruntime numpy ||
+    python3 -m pip install -q --break-system-packages onnx onnxruntime numpy
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
