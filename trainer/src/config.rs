@@ -86,7 +86,7 @@ impl ModelConfig {
                 c.groups = 4;
                 c.dropout = 0.0;
             }
-            // ~3.6 M parameters; most of them at the lowest resolution, where
+            // ~3.9 M parameters at 1x28x28; most of them at the lowest resolution, where
             // they are cheap to run (what a 2-core CPU can train).
             "small" => {}
             // ~14 M parameters, for a GPU.

@@ -15,6 +15,7 @@ use burn::nn::{
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// Diffusion time is multiplied by this before the sinusoidal embedding.
@@ -77,18 +78,19 @@ impl<B: Backend> ResBlock<B> {
 
     /// `emb` is `silu(embedding)`, `[N, E]`.
     pub fn forward(&self, x: Tensor<B, 4>, emb: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = conv(&self.conv1, silu(self.norm1.forward(x.clone())));
         let [n, c] = {
             let d = h.dims();
             [d[0], d[1]]
         };
         let e = self.emb.forward(emb).reshape([n, c, 1, 1]);
         let h = h + e;
-        let h = self
-            .conv2
-            .forward(self.dropout.forward(silu(self.norm2.forward(h))));
+        let h = conv(
+            &self.conv2,
+            self.dropout.forward(silu(self.norm2.forward(h))),
+        );
         let skip = match &self.skip {
-            Some(conv) => conv.forward(x),
+            Some(c) => conv(c, x),
             None => x,
         };
         skip + h
@@ -124,15 +126,15 @@ impl<B: Backend> Attention<B> {
         let (heads, l) = (self.heads, h * w);
         let d = c / heads;
         let xn = self.norm.forward(x.clone());
-        let q = self.q.forward(xn.clone()).reshape([n, heads, d, l]);
-        let k = self.k.forward(xn.clone()).reshape([n, heads, d, l]);
-        let v = self.v.forward(xn).reshape([n, heads, d, l]);
+        let q = conv(&self.q, xn.clone()).reshape([n, heads, d, l]);
+        let k = conv(&self.k, xn.clone()).reshape([n, heads, d, l]);
+        let v = conv(&self.v, xn).reshape([n, heads, d, l]);
         // scores[i, j] = q_i . k_j / sqrt(d)
         let scores = q.swap_dims(2, 3).matmul(k) * (1.0 / (d as f64).sqrt());
         let attn = softmax(scores, 3);
         // out[:, i] = sum_j v[:, j] attn[i, j]
         let out = v.matmul(attn.swap_dims(2, 3)).reshape([n, c, h, w]);
-        x + self.proj.forward(out)
+        x + conv(&self.proj, out)
     }
 }
 
@@ -296,7 +298,7 @@ impl<B: Backend> UNet<B> {
         if self.avg_pool {
             avg_pool2d(x, [2, 2], [2, 2], [0, 0], true, false)
         } else {
-            self.down_convs[level].forward(x)
+            conv(&self.down_convs[level], x)
         }
     }
 
@@ -310,7 +312,7 @@ impl<B: Backend> UNet<B> {
         label: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 4> {
         let emb = self.embedding(t, label);
-        let mut h = self.input.forward(z);
+        let mut h = conv(&self.input, z);
         let mut skips = vec![h.clone()];
         let levels = self.down.len();
         for (level, blocks) in self.down.iter().enumerate() {
@@ -334,11 +336,53 @@ impl<B: Backend> UNet<B> {
                 h = block.forward(Tensor::cat(vec![h, skip], 1), emb.clone());
             }
             if i + 1 < levels {
-                h = self.up_convs[i].forward(upsample_nearest2(h));
+                h = conv(&self.up_convs[i], upsample_nearest2(h));
             }
         }
-        self.out_conv.forward(silu(self.out_norm.forward(h)))
+        conv(&self.out_conv, silu(self.out_norm.forward(h)))
     }
+}
+
+/// A convolution as im2col + matmul (the network's convolutions are 3×3 with
+/// padding 1 and stride 1 or 2, or 1×1). Same result as `Conv2d::forward`,
+/// but its backward pass is two matrix products: Burn's ndarray backend
+/// computes the direct convolution's gradients with scalar loops that are
+/// orders of magnitude slower. Stride 2 is the stride-1 result at even
+/// positions (exactly what a stride-2, padding-1 convolution computes).
+pub fn conv<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, cin, h, w] = x.dims();
+    let [cout, _, kh, kw] = c.weight.dims();
+    let k = cin * kh * kw;
+    let cols = if kh == 1 && kw == 1 {
+        x.reshape([n, cin, h * w])
+    } else {
+        let (ph, pw) = (kh / 2, kw / 2);
+        let xp = x.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0));
+        let mut shifts = Vec::with_capacity(kh * kw);
+        for dy in 0..kh {
+            for dx in 0..kw {
+                shifts.push(
+                    xp.clone()
+                        .slice([0..n, 0..cin, dy..dy + h, dx..dx + w])
+                        .reshape([n, cin, 1, h * w]),
+                );
+            }
+        }
+        Tensor::cat(shifts, 2).reshape([n, k, h * w])
+    };
+    let weight = c.weight.val().reshape([1, cout, k]).expand([n, cout, k]);
+    let mut y = weight.matmul(cols).reshape([n, cout, h, w]);
+    if let Some(b) = &c.bias {
+        y = y + b.val().reshape([1, cout, 1, 1]);
+    }
+    if c.stride == [2, 2] {
+        let (h2, w2) = (h / 2, w / 2);
+        y = y
+            .reshape([n, cout, h2, 2, w2, 2])
+            .slice([0..n, 0..cout, 0..h2, 0..1, 0..w2, 0..1])
+            .reshape([n, cout, h2, w2]);
+    }
+    y
 }
 
 /// Touches every parameter (forces Burn's lazy initialisation).
