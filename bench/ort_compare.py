@@ -40,15 +40,15 @@ def ort_median_ms(path, batch, threads, runs):
     return statistics.median(times)
 
 
-def criterion_ms(crit_dir, threads):
-    """full_id -> median ms, for the unet_gn21/threads{k} group."""
+def criterion_ms(crit_dir, group):
+    """full_id -> median ms, for one criterion group."""
     out = {}
     for bj in glob.glob(os.path.join(crit_dir, "**", "new", "benchmark.json"), recursive=True):
         meta = json.load(open(bj))
-        if not meta.get("group_id", "").endswith(f"threads{threads}"):
+        if meta.get("group_id", "") != group:
             continue
         est = json.load(open(os.path.join(os.path.dirname(bj), "estimates.json")))
-        out[meta["full_id"].split("/", 2)[-1]] = est["median"]["point_estimate"] / 1e6
+        out[meta["full_id"][len(group) + 1:]] = est["median"]["point_estimate"] / 1e6
     return out
 
 
@@ -58,13 +58,15 @@ def main():
     ap.add_argument("--model", default=os.path.join(here, "models", "unet_gn21.onnx"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--mallopt", action="store_true", help="compare the FEWSTEP_BENCH_MALLOPT=1 run")
     ap.add_argument("--criterion", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion"))
     a = ap.parse_args()
     if not os.path.exists(a.model):
         sys.exit(f"no model at {a.model}: run python3 shared/bench/gen_unet.py bench/models")
     print(f"onnxruntime {ort.__version__}, {a.threads} thread(s), model {a.model}")
     ort_ms = {b: ort_median_ms(a.model, b, a.threads, a.runs) for b in (1, 8)}
-    crit = criterion_ms(a.criterion, a.threads)
+    group = f"unet_gn21/threads{a.threads}" + ("_mallopt" if a.mallopt else "")
+    crit = criterion_ms(a.criterion, group)
     rows = [
         ("onnxruntime forward", 1, ort_ms[1], None),
         ("onnxruntime forward", 8, ort_ms[8], None),
@@ -82,7 +84,7 @@ def main():
             per_step = crit[key] / steps
             rows.append((key + ("  (per step)" if steps > 1 else ""), batch, per_step, per_step / ort_ms[batch]))
     if len(rows) == 2:
-        print(f"(no criterion results for threads{a.threads} under {a.criterion}: run cargo bench -p fewstep first)")
+        print(f"(no criterion results for group {group} under {a.criterion}: run cargo bench -p fewstep first)")
     print(f"{'what':42s} {'batch':>5s} {'ms':>9s} {'x onnxruntime':>14s}")
     for what, batch, ms, ratio in rows:
         r = f"{ratio:.2f}" if ratio is not None else "1.00"

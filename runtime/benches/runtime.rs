@@ -6,7 +6,8 @@
 //! `bench/models/unet_gn21.onnx` (generate it with
 //! `python3 ../shared/bench/gen_unet.py bench/models`); without it the bench
 //! prints a message and measures nothing. Threads: `$FEWSTEP_BENCH_THREADS`
-//! (default: all cores).
+//! (default: all cores). `FEWSTEP_BENCH_MALLOPT=1` calls
+//! `fewstep::tune_allocator()` first.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,6 +81,8 @@ fn bench(c: &mut Criterion) {
         return;
     };
     let k = threads();
+    let tuned = std::env::var_os("FEWSTEP_BENCH_MALLOPT").is_some() && fewstep::tune_allocator();
+    eprintln!("fewstep bench: {k} thread(s), allocator tuned: {tuned}");
     let (model, bytes) = stamped(&path);
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
@@ -87,7 +90,8 @@ fn bench(c: &mut Criterion) {
             .build()
             .expect("pool"),
     );
-    let mut g = c.benchmark_group(format!("unet_gn21/threads{k}"));
+    let suffix = if tuned { "_mallopt" } else { "" };
+    let mut g = c.benchmark_group(format!("unet_gn21/threads{k}{suffix}"));
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(6));

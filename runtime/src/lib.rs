@@ -31,11 +31,38 @@ pub use stamp::{StampOptions, encode, stamp};
 /// The ONNX protobuf types (from `tract-onnx`), for building or editing models.
 pub use tract_onnx::pb;
 
+/// Tunes the process's allocator for repeated network evaluations (opt-in,
+/// process-wide; the CLI calls it). On glibc it raises the mmap threshold
+/// to its maximum (32 MiB) and the trim threshold to 256 MiB, so tract's large per-operator buffers
+/// (im2col, activations) are reused from the heap instead of being mapped,
+/// page-faulted and unmapped on every call. Returns whether anything was
+/// changed (false on other platforms).
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only adjusts glibc malloc tunables; it is safe to
+        // call at any time from any thread.
+        let a = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) };
+        // SAFETY: as above.
+        let b = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20) };
+        a == 1 && b == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     fn assert_send_sync<T: Send + Sync>() {}
     #[test]
     fn model_is_send_and_sync() {
         assert_send_sync::<crate::Model>();
+    }
+    #[test]
+    fn allocator_tuning_applies_on_glibc() {
+        let glibc = cfg!(all(target_os = "linux", target_env = "gnu"));
+        assert_eq!(crate::tune_allocator(), glibc);
     }
 }

@@ -159,6 +159,7 @@ fn run(cmd: Command) -> Result<(), String> {
             quiet,
             out,
         } => {
+            fewstep::tune_allocator();
             let ext = out
                 .extension()
                 .and_then(|e| e.to_str())
