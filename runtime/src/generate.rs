@@ -310,7 +310,7 @@ impl Model {
         };
         let rows = if guided { 2 * batch } else { batch };
 
-        let threads = match req.threads {
+        let threads = match req.threads.or(self.default_threads) {
             Some(0) => return Err(GenerateError::ZeroThreads),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),

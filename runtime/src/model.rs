@@ -505,6 +505,7 @@ pub struct Model {
     pub(crate) net: Network,
     pub(crate) parameters: u64,
     pub(crate) pools: crate::exec::Pools,
+    pub(crate) default_threads: Option<usize>,
 }
 
 impl Model {
@@ -548,7 +549,15 @@ impl Model {
             net,
             parameters,
             pools: Default::default(),
+            default_threads: None,
         })
+    }
+
+    /// Sets the thread count of every generation on this model that does not
+    /// set its own (default: available parallelism).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.default_threads = Some(threads);
+        self
     }
 
     /// The parsed metadata.

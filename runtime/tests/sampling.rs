@@ -173,6 +173,20 @@ fn deterministic_across_batch_sizes_threads_and_execution_modes() {
             }
         }
     }
+    let one_thread_model = Model::from_bytes(&spec.bytes()).unwrap().with_threads(1);
+    let r = one_thread_model
+        .generate()
+        .seed(9)
+        .batch(5)
+        .steps(4)
+        .run()
+        .unwrap();
+    assert_eq!(r.data(), base.data());
+    let zero = Model::from_bytes(&spec.bytes()).unwrap().with_threads(0);
+    assert!(matches!(
+        zero.generate().run().unwrap_err(),
+        fewstep::GenerateError::ZeroThreads
+    ));
     let batched = model
         .generate()
         .seed(9)
