@@ -76,7 +76,7 @@ impl ModelConfig {
             downsample: Downsample::Conv,
         };
         match name {
-            // A few thousand parameters: for tests.
+            // For tests: seconds per run.
             "tiny" => {
                 c.base_channels = 8;
                 c.channel_mult = vec![1, 2];
@@ -89,7 +89,7 @@ impl ModelConfig {
             // ~3.9 M parameters at 1x28x28; most of them at the lowest resolution, where
             // they are cheap to run (what a 2-core CPU can train).
             "small" => {}
-            // ~14 M parameters, for a GPU.
+            // Wider, attention at two levels: for a GPU.
             "medium" => {
                 c.base_channels = 64;
                 c.attention_levels = vec![1, 2];
