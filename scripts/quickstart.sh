@@ -5,8 +5,8 @@
 # Uses the shipped model under examples/models/ when there is one. Until a
 # trained model ships, it trains a small diffusion teacher on Fashion-MNIST
 # for FEWSTEP_QUICKSTART_STEPS steps of batch 16 (default 60: a few minutes
-# on 2 CPU cores; at that budget expect noisy silhouettes, not clothes), exports it to ONNX, and
-# samples it with the runtime. A re-run starts the training run afresh.
+# on 2 CPU cores; at that budget expect noisy silhouettes, not clothes),
+# exports it to ONNX, and samples it with the runtime. A re-run starts the training run afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-samples.png}"
@@ -22,7 +22,7 @@ if [ -z "$model" ]; then
   rm -rf "$run"
   "$bin/fewstep-train" diffusion --data /usr/share/datasets/fashion-mnist \
     --out "$run" --preset small --steps "$steps" --batch 16 --warmup 20 \
-    --sample-every "$steps"
+    --sample-every "$steps" --sample-count 16 --sample-steps 16
   "$bin/fewstep-train" export --ckpt "$run" --out "$run/model.onnx"
   model="$run/model.onnx"
   gen_args=(--steps 32)
