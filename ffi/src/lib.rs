@@ -424,17 +424,8 @@ pub unsafe extern "C" fn fewstep_rgb8_len(
     batch: u32,
     len: *mut usize,
 ) -> fewstep_status {
-    guard(|| {
-        // SAFETY: NULL or a live handle, per the contract.
-        let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::null("model"))?;
-        if len.is_null() {
-            return Err(Failure::null("len"));
-        }
-        let n = rgb8_len(model, batch as usize)?;
-        // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { len.write(n) };
-        Ok(FEWSTEP_OK)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { write_len(model, batch, len, rgb8_len) }
 }
 
 /// Writes to `*len` the number of floats `fewstep_generate_f32` needs for
@@ -448,13 +439,27 @@ pub unsafe extern "C" fn fewstep_f32_len(
     batch: u32,
     len: *mut usize,
 ) -> fewstep_status {
+    // SAFETY: forwarded contract.
+    unsafe { write_len(model, batch, len, f32_len) }
+}
+
+/// Shared body of the `*_len` queries.
+///
+/// # Safety
+/// `model` NULL or a live handle; `len` NULL or writable.
+unsafe fn write_len(
+    model: *const fewstep_model,
+    batch: u32,
+    len: *mut usize,
+    size: fn(&fewstep_model, usize) -> Result<usize, Failure>,
+) -> fewstep_status {
     guard(|| {
         // SAFETY: NULL or a live handle, per the contract.
         let model = unsafe { model.as_ref() }.ok_or_else(|| Failure::null("model"))?;
         if len.is_null() {
             return Err(Failure::null("len"));
         }
-        let n = f32_len(model, batch as usize)?;
+        let n = size(model, batch as usize)?;
         // SAFETY: checked non-NULL; writable per the contract.
         unsafe { len.write(n) };
         Ok(FEWSTEP_OK)
