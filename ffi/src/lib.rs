@@ -644,6 +644,54 @@ fn short_buffer(what: &str, have: usize, need: usize, batch: u32) -> Failure {
     )
 }
 
+/// Shared body of the generate calls: checks arguments and the buffer
+/// length (`size` values needed), runs the request, and `fill`s `out`.
+///
+/// # Safety
+/// `model` NULL or a live handle; `request` NULL or initialised by
+/// `fewstep_request_init`; `out` NULL or `out_len` writable values.
+unsafe fn generate_into<T>(
+    model: *const fewstep_model,
+    request: *const fewstep_request,
+    out: *mut T,
+    out_len: usize,
+    size: fn(&fewstep_model, usize) -> Result<usize, Failure>,
+    unit: &str,
+    fill: fn(&Images, &mut [T]) -> Result<(), Failure>,
+) -> fewstep_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let (model, req) = unsafe { prepare(model, request, out.is_null()) }?;
+        let need = size(model, req.batch as usize)?;
+        if out_len < need {
+            return Err(short_buffer(unit, out_len, need, req.batch));
+        }
+        let images = run(model, &req)?;
+        // SAFETY: `out` has `out_len >= need` writable values.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out, need) };
+        fill(&images, dst)?;
+        finish(&images)
+    })
+}
+
+/// `[N,H,W,3]` RGB8 from the images.
+fn fill_rgb8(images: &Images, dst: &mut [u8]) -> Result<(), Failure> {
+    let per_image = dst.len() / images.batch().max(1);
+    for (i, chunk) in dst.chunks_exact_mut(per_image).enumerate() {
+        let px = images
+            .rgb8(i)
+            .ok_or_else(|| Failure::new(FEWSTEP_ERROR_RUNTIME, "missing image in result"))?;
+        chunk.copy_from_slice(&px);
+    }
+    Ok(())
+}
+
+/// `[N,C,H,W]` f32 from the images.
+fn fill_f32(images: &Images, dst: &mut [f32]) -> Result<(), Failure> {
+    dst.copy_from_slice(images.data());
+    Ok(())
+}
+
 /// Generates `request->batch` images as interleaved RGB8, `[N,H,W,3]`, into
 /// `out` (`out_len` bytes, at least `fewstep_rgb8_len`). Grayscale models
 /// are expanded to gray RGB. On `FEWSTEP_CANCELLED` the buffer holds the
@@ -659,24 +707,8 @@ pub unsafe extern "C" fn fewstep_generate_rgb8(
     out: *mut u8,
     out_len: usize,
 ) -> fewstep_status {
-    guard(|| {
-        // SAFETY: forwarded contract.
-        let (model, req) = unsafe { prepare(model, request, out.is_null()) }?;
-        let need = rgb8_len(model, req.batch as usize)?;
-        if out_len < need {
-            return Err(short_buffer("bytes", out_len, need, req.batch));
-        }
-        let images = run(model, &req)?;
-        // SAFETY: `out` has `out_len >= need` writable bytes.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out, need) };
-        for (i, chunk) in dst.chunks_exact_mut(need / req.batch as usize).enumerate() {
-            let px = images
-                .rgb8(i)
-                .ok_or_else(|| Failure::new(FEWSTEP_ERROR_RUNTIME, "missing image in result"))?;
-            chunk.copy_from_slice(&px);
-        }
-        finish(&images)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { generate_into(model, request, out, out_len, rgb8_len, "bytes", fill_rgb8) }
 }
 
 /// Generates `request->batch` images as float32 `[N,C,H,W]` in data space
@@ -693,17 +725,6 @@ pub unsafe extern "C" fn fewstep_generate_f32(
     out: *mut f32,
     out_len: usize,
 ) -> fewstep_status {
-    guard(|| {
-        // SAFETY: forwarded contract.
-        let (model, req) = unsafe { prepare(model, request, out.is_null()) }?;
-        let need = f32_len(model, req.batch as usize)?;
-        if out_len < need {
-            return Err(short_buffer("floats", out_len, need, req.batch));
-        }
-        let images = run(model, &req)?;
-        // SAFETY: `out` has `out_len >= need` writable floats.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out, need) };
-        dst.copy_from_slice(images.data());
-        finish(&images)
-    })
+    // SAFETY: forwarded contract.
+    unsafe { generate_into(model, request, out, out_len, f32_len, "floats", fill_f32) }
 }
