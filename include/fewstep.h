@@ -63,6 +63,9 @@ typedef enum fewstep_status {
   // `fewstep_request.struct_size` is not one this library knows: call
   // `fewstep_request_init` and use the header the library was built with.
   FEWSTEP_ERROR_STRUCT_SIZE = 12,
+  // The request would need more memory than `fewstep_request.memory_budget`
+  // allows (a huge batch or image); refused before allocating anything.
+  FEWSTEP_ERROR_MEMORY_BUDGET = 13,
 } fewstep_status;
 
 // A loaded model. Opaque; thread-safe; free with `fewstep_model_free`.
@@ -121,6 +124,11 @@ typedef struct fewstep_request {
   fewstep_progress_fn progress;
   // Passed to `progress` unchanged (default NULL).
   void *user_data;
+  // Refuse the request with `FEWSTEP_ERROR_MEMORY_BUDGET` when its
+  // estimated memory exceeds this many bytes; 0 = the library default,
+  // 4 GiB (default 0). Appended after the first published layout:
+  // requests from headers without it get the default.
+  uint64_t memory_budget;
 } fewstep_request;
 
 #ifdef __cplusplus

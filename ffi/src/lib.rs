@@ -72,6 +72,9 @@ pub enum fewstep_status {
     /// `fewstep_request.struct_size` is not one this library knows: call
     /// `fewstep_request_init` and use the header the library was built with.
     FEWSTEP_ERROR_STRUCT_SIZE = 12,
+    /// The request would need more memory than `fewstep_request.memory_budget`
+    /// allows (a huge batch or image); refused before allocating anything.
+    FEWSTEP_ERROR_MEMORY_BUDGET = 13,
 }
 use fewstep_status::*;
 
@@ -120,12 +123,18 @@ pub struct fewstep_request {
     pub progress: fewstep_progress_fn,
     /// Passed to `progress` unchanged (default NULL).
     pub user_data: *mut c_void,
+    /// Refuse the request with `FEWSTEP_ERROR_MEMORY_BUDGET` when its
+    /// estimated memory exceeds this many bytes; 0 = the library default,
+    /// 4 GiB (default 0). Appended after the first published layout:
+    /// requests from headers without it get the default.
+    pub memory_budget: u64,
 }
 
 const REQUEST_SIZE: usize = std::mem::size_of::<fewstep_request>();
-/// The size of the first published layout (this one). Callers built against
-/// an older, smaller header keep working: missing fields take defaults.
-const REQUEST_MIN_SIZE: usize = REQUEST_SIZE;
+/// The size of the first published layout (everything before
+/// `memory_budget`). Callers built against an older, smaller header keep
+/// working: missing fields take defaults.
+const REQUEST_MIN_SIZE: usize = std::mem::offset_of!(fewstep_request, memory_budget);
 
 impl Default for fewstep_request {
     fn default() -> Self {
@@ -141,6 +150,7 @@ impl Default for fewstep_request {
             clip: 0,
             progress: None,
             user_data: std::ptr::null_mut(),
+            memory_budget: 0,
         }
     }
 }
@@ -186,6 +196,7 @@ impl From<GenerateError> for Failure {
             | GenerateError::LabelOutOfRange { .. }
             | GenerateError::Unconditional { .. } => FEWSTEP_ERROR_LABEL,
             GenerateError::NonFinite { .. } => FEWSTEP_ERROR_NON_FINITE,
+            GenerateError::MemoryBudget { .. } => FEWSTEP_ERROR_MEMORY_BUDGET,
             GenerateError::Cancelled => FEWSTEP_CANCELLED,
             GenerateError::Tract(_) | GenerateError::ThreadPool(_) | GenerateError::Length(_) => {
                 FEWSTEP_ERROR_RUNTIME
@@ -256,6 +267,7 @@ pub extern "C" fn fewstep_status_name(status: fewstep_status) -> *const c_char {
         FEWSTEP_ERROR_RUNTIME => c"FEWSTEP_ERROR_RUNTIME",
         FEWSTEP_ERROR_PANIC => c"FEWSTEP_ERROR_PANIC",
         FEWSTEP_ERROR_STRUCT_SIZE => c"FEWSTEP_ERROR_STRUCT_SIZE",
+        FEWSTEP_ERROR_MEMORY_BUDGET => c"FEWSTEP_ERROR_MEMORY_BUDGET",
     };
     s.as_ptr()
 }
@@ -579,6 +591,9 @@ fn run(model: &fewstep_model, req: &fewstep_request) -> Result<Images, Failure> 
     }
     if req.threads != 0 {
         builder = builder.threads(req.threads as usize);
+    }
+    if req.memory_budget != 0 {
+        builder = builder.memory_budget(req.memory_budget);
     }
     if let Some(callback) = req.progress {
         let token = CancelToken::new();

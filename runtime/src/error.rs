@@ -101,6 +101,21 @@ pub enum GenerateError {
     /// Thread count 0.
     #[error("thread count must be at least 1")]
     ZeroThreads,
+    /// The request would need more memory than its budget allows (refused
+    /// before anything is allocated).
+    #[error(
+        "a batch of {batch} would need about {} MiB, over the memory budget of {} MiB: use a smaller batch or raise the budget",
+        needed.div_ceil(1 << 20),
+        budget / (1 << 20)
+    )]
+    MemoryBudget {
+        /// Estimated bytes.
+        needed: u64,
+        /// The budget in bytes.
+        budget: u64,
+        /// Images asked for.
+        batch: usize,
+    },
     /// Caller noise has the wrong number of values.
     #[error(
         "initial noise has {actual} values; expected {expected} ({batch} images of {image_len} values)"

@@ -78,6 +78,7 @@ pub struct GenerateRequest<'a> {
     execution: Execution,
     progress: Option<ProgressFn<'a>>,
     cancel: Option<CancelToken>,
+    memory_budget: Option<u64>,
 }
 
 impl std::fmt::Debug for GenerateRequest<'_> {
@@ -92,6 +93,7 @@ impl std::fmt::Debug for GenerateRequest<'_> {
             .field("clip", &self.clip)
             .field("threads", &self.threads)
             .field("execution", &self.execution)
+            .field("memory_budget", &self.memory_budget)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +122,7 @@ impl<'a> GenerateRequest<'a> {
             execution: Execution::default(),
             progress: None,
             cancel: None,
+            memory_budget: None,
         }
     }
 
@@ -184,6 +187,13 @@ impl<'a> GenerateRequest<'a> {
         self.execution = e;
         self
     }
+    /// Refuse the request up front if its estimated memory
+    /// ([`Model::memory_estimate`]) exceeds `bytes` (default: the model's
+    /// budget, [`crate::DEFAULT_MEMORY_BUDGET`] unless set).
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
     /// Called after every step with an `x_hat` preview.
     pub fn on_progress(mut self, f: impl FnMut(&Progress<'_>) + 'a) -> Self {
         self.progress = Some(Box::new(f));
@@ -240,6 +250,25 @@ impl Model {
         let meta = &self.meta;
         let d = meta.image_len();
         let plan = self.plan(req.steps, req.sampler)?;
+
+        // Threads and the memory budget, before anything is allocated.
+        let threads = match req.threads.or(self.default_threads) {
+            Some(0) => return Err(GenerateError::ZeroThreads),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let asked = match &req.noise {
+            Noise::Seed(_) => req.batch.unwrap_or(1),
+            Noise::Values(z) => req.batch.unwrap_or(z.len() / d.max(1)),
+        };
+        let guided_estimate = meta.num_classes > 0 && req.guidance != 1.0;
+        self.check_memory(
+            asked,
+            guided_estimate,
+            req.execution,
+            threads,
+            req.memory_budget.unwrap_or_else(|| self.memory_budget()),
+        )?;
 
         // Batch and initial noise.
         let (batch, mut z) = match std::mem::replace(&mut req.noise, Noise::Seed(0)) {
@@ -310,11 +339,6 @@ impl Model {
         };
         let rows = if guided { 2 * batch } else { batch };
 
-        let threads = match req.threads.or(self.default_threads) {
-            Some(0) => return Err(GenerateError::ZeroThreads),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
         let mut runner = Runner::new(self, req.execution, threads)?;
 
         let xvar = match &meta.addim_xvar {

@@ -17,6 +17,7 @@ mod error;
 mod exec;
 mod generate;
 mod images;
+mod memory;
 mod model;
 mod stamp;
 
@@ -26,6 +27,7 @@ pub use fewstep_core;
 pub use fewstep_core::{SamplerChoice, SamplerKind, SamplingPlan};
 pub use generate::{CancelToken, DEFAULT_DIFFUSION_STEPS, GenerateRequest, Noise, Progress};
 pub use images::{Images, npy_bytes, parse_npy, read_npy};
+pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryEstimate, parse_bytes};
 pub use model::{Dim, GraphInterface, Metadata, Model, TensorDecl, decode};
 pub use stamp::{StampOptions, encode, stamp};
 /// The ONNX protobuf types (from `tract-onnx`), for building or editing models.

@@ -63,6 +63,10 @@ enum Command {
         /// Run the whole batch as one network batch instead of per image.
         #[arg(long)]
         batched: bool,
+        /// Refuse a request estimated to need more memory than this (bytes,
+        /// or with a unit: 512M, 2G; default 4G).
+        #[arg(long, value_parser = fewstep::parse_bytes)]
+        memory_budget: Option<u64>,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -156,6 +160,7 @@ fn run(cmd: Command) -> Result<(), String> {
             clip,
             threads,
             batched,
+            memory_budget,
             quiet,
             out,
         } => {
@@ -220,6 +225,9 @@ fn run(cmd: Command) -> Result<(), String> {
             }
             if batched {
                 req = req.execution(fewstep::Execution::Batched);
+            }
+            if let Some(b) = memory_budget {
+                req = req.memory_budget(b);
             }
             let bar = if quiet {
                 indicatif::ProgressBar::hidden()

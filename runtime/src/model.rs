@@ -506,6 +506,9 @@ pub struct Model {
     pub(crate) parameters: u64,
     pub(crate) pools: crate::exec::Pools,
     pub(crate) default_threads: Option<usize>,
+    /// Bytes of the batch-1 intermediates (`crate::memory`).
+    pub(crate) activation_bytes: u64,
+    pub(crate) memory_budget: Option<u64>,
 }
 
 impl Model {
@@ -543,6 +546,7 @@ impl Model {
             .filter(|i| [ONNX_FLOAT, ONNX_FLOAT16, 11 /* double */].contains(&i.data_type))
             .map(|i| i.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
             .sum();
+        let activation_bytes = crate::memory::activation_bytes(&net.concrete(1)?)?;
         Ok(Model {
             meta,
             interface,
@@ -550,6 +554,8 @@ impl Model {
             parameters,
             pools: Default::default(),
             default_threads: None,
+            activation_bytes,
+            memory_budget: None,
         })
     }
 

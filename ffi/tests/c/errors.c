@@ -9,6 +9,8 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +180,26 @@ int main(int argc, char **argv) {
     bad = req;
     bad.struct_size = sizeof req + 8;
     EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_STRUCT_SIZE, "struct_size from a newer header");
+    bad = req;
+    bad.struct_size = offsetof(fewstep_request, memory_budget) - 8;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_STRUCT_SIZE, "struct_size smaller than the first layout");
+    bad = req;
+    bad.struct_size = offsetof(fewstep_request, memory_budget);
+    bad.memory_budget = 1; /* not read: beyond the first layout */
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_OK, "request of the first layout (no memory_budget)");
+
+    /* Memory budget: refused up front. */
+    bad = req;
+    bad.memory_budget = 1;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_MEMORY_BUDGET, "request over its memory budget");
+    CHECK(strstr(fewstep_last_error(), "memory budget") != NULL, "memory budget message");
+    bad.memory_budget = 1 << 30;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_OK, "request within its memory budget");
+    bad = req;
+    bad.batch = 4000000000u;
+    /* The library refuses before writing: the claimed length is never used. */
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, SIZE_MAX), FEWSTEP_ERROR_MEMORY_BUDGET, "batch of 4e9 under the default budget");
+    EXPECT(fewstep_generate_f32(cm, &bad, fx, SIZE_MAX / 4), FEWSTEP_ERROR_MEMORY_BUDGET, "f32 batch of 4e9 under the default budget");
     bad = req;
     bad.steps = 3;
     EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_STEPS, "CM model with untrained step count");

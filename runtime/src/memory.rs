@@ -1,0 +1,197 @@
+//! Memory estimate of a generation, checked against a budget before any
+//! buffer is allocated: a request that would need more (a huge batch, a
+//! huge image) is refused with [`GenerateError::MemoryBudget`] instead of
+//! being killed by the OS.
+
+use tract_onnx::prelude::*;
+
+use crate::error::{GenerateError, LoadError};
+use crate::exec::Execution;
+use crate::model::Model;
+
+/// The budget a request gets when neither it nor its model sets one:
+/// 4 GiB. Phones should set a smaller one ([`Model::with_memory_budget`],
+/// `fewstep_request.memory_budget`, `fewstep generate --memory-budget`).
+pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
+
+/// Bytes of every intermediate tensor of one network evaluation of one
+/// image (the batch-1 graph with its weights excluded). Each tensor is
+/// counted as if all were alive at once, an upper bound of what tract keeps.
+pub(crate) fn activation_bytes(model: &TypedModel) -> Result<u64, LoadError> {
+    let mut total: u64 = 0;
+    for node in model.nodes() {
+        if node.op_is::<tract_onnx::tract_core::ops::konst::Const>() {
+            continue;
+        }
+        for o in &node.outputs {
+            let elems = o
+                .fact
+                .shape
+                .as_concrete()
+                .map(|s| s.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)))
+                .ok_or_else(|| {
+                    LoadError::Tract(format!(
+                        "node `{}`: batch-1 shape {:?} is not concrete",
+                        node.name, o.fact.shape
+                    ))
+                })?
+                .ok_or_else(|| {
+                    LoadError::Tract(format!("node `{}`: tensor size overflows", node.name))
+                })?;
+            let bytes = elems.saturating_mul(o.fact.datum_type.size_of() as u64);
+            total = total.saturating_add(bytes);
+        }
+    }
+    Ok(total)
+}
+
+/// What a request would allocate, in bytes (see [`Model::memory_estimate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Sampler state: noise, network input/output, the returned images and
+    /// the per-image input tensors.
+    pub buffers: u64,
+    /// Network intermediates: twice (for im2col and packing scratch) the
+    /// batch-1 activations, times the rows evaluated at once.
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    /// `buffers + activations`.
+    pub fn total(&self) -> u64 {
+        self.buffers.saturating_add(self.activations)
+    }
+}
+
+impl Model {
+    /// Estimates the memory a generation of `batch` images takes: with
+    /// classifier-free guidance (`guided`) the network sees `2 * batch`
+    /// rows; [`Execution::PerImage`] runs at most `threads` images at once,
+    /// [`Execution::Batched`] all rows in one evaluation. Saturates at
+    /// `u64::MAX` (never overflows).
+    pub fn memory_estimate(
+        &self,
+        batch: usize,
+        guided: bool,
+        execution: Execution,
+        threads: usize,
+    ) -> MemoryEstimate {
+        let image = (self.meta.image_len() as u64).saturating_mul(4);
+        let batch = batch as u64;
+        let rows = if guided {
+            batch.saturating_mul(2)
+        } else {
+            batch
+        };
+        // z + output + returned images, plus the guided network input, plus
+        // the copied input tensors of every row.
+        let vectors = batch
+            .saturating_mul(2)
+            .saturating_add(rows)
+            .saturating_add(if guided { rows } else { 0 })
+            .saturating_add(rows);
+        let at_once = match execution {
+            Execution::PerImage => rows.min(threads.max(1) as u64),
+            Execution::Batched => rows,
+        };
+        MemoryEstimate {
+            buffers: vectors.saturating_mul(image),
+            activations: self
+                .activation_bytes
+                .saturating_mul(2)
+                .saturating_mul(at_once),
+        }
+    }
+
+    /// The budget of requests that set none (default
+    /// [`DEFAULT_MEMORY_BUDGET`]).
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget.unwrap_or(DEFAULT_MEMORY_BUDGET)
+    }
+
+    /// Sets the memory budget, in bytes, of every generation on this model
+    /// that does not set its own.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Refuses a request whose estimate exceeds `budget`.
+    pub(crate) fn check_memory(
+        &self,
+        batch: usize,
+        guided: bool,
+        execution: Execution,
+        threads: usize,
+        budget: u64,
+    ) -> Result<(), GenerateError> {
+        let needed = self
+            .memory_estimate(batch, guided, execution, threads)
+            .total();
+        // A saturated estimate is a size that does not fit in memory at all.
+        if needed > budget || needed == u64::MAX {
+            return Err(GenerateError::MemoryBudget {
+                needed,
+                budget,
+                batch,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parses a byte size: a number with an optional binary unit, `K`, `M`,
+/// `G`, `T` (also `KiB`, `MB`, ... all meaning powers of 1024), e.g.
+/// `512M`, `2G`, `1073741824`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("`{s}` is not a size (e.g. 512M, 2G, 1073741824)"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: the number does not fit in 64 bits"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{}` (use K, M, G or T)",
+                unit.trim()
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` does not fit in 64 bits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("3 KiB"), Ok(3 << 10));
+        assert_eq!(parse_bytes("1T"), Ok(1 << 40));
+        for bad in [
+            "",
+            "M",
+            "-1",
+            "1.5G",
+            "12X",
+            "99999999999999999999",
+            "16777216T",
+            "1e9",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+}
