@@ -29,7 +29,7 @@ fn generate(m: &Model, g: usize) -> Vec<f32> {
         .label((g % 4) as i64)
         .threads(1 + g % 2)
         .execution(execution);
-    if g % 5 == 0 {
+    if g.is_multiple_of(5) {
         req = req.guidance(1.5);
     }
     req.run().unwrap().data().to_vec()
