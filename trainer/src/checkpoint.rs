@@ -6,7 +6,7 @@
 //! JSON metadata, and Burn records (named MessagePack, full precision) of
 //! the model, the EMA and the optimiser.
 
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::{ModelConfig, TrainConfig, TrainingMode};
 use crate::model::UNet;
 use crate::train::Optim;
 use anyhow::{Context, Result, bail};
@@ -61,6 +61,28 @@ pub struct Meta {
     pub train_seconds: f64,
     /// Trainer version that wrote it.
     pub trainer_version: String,
+    /// What the run trains (absent in diffusion checkpoints written before
+    /// consistency training existed).
+    #[serde(default)]
+    pub mode: TrainingMode,
+    /// The empirical aDDIM xvar table measured by `fewstep-train xvar`
+    /// (written to `fewstep.addim_xvar` on export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addim_xvar: Option<XvarTable>,
+}
+
+/// An empirical aDDIM table: `values[i] = eta * E||x_hat(z_t) - x||² / d` at
+/// `t = i / (n - 1)` (the layout of `fewstep.addim_xvar`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct XvarTable {
+    /// The table.
+    pub values: Vec<f32>,
+    /// `eta` it was scaled by.
+    pub xvar_frac: f64,
+    /// Data examples averaged per point.
+    pub examples: usize,
+    /// Checkpoint step whose EMA weights were measured.
+    pub step: u64,
 }
 
 /// A checkpoint in memory.

@@ -287,3 +287,234 @@ pub fn parse_schedule_arg(s: &str) -> Result<String> {
     Schedule::parse(s).with_context(|| format!("--schedule {s:?}"))?;
     Ok(s.to_string())
 }
+
+/// What a run trains; stored in the checkpoint so that `export` writes the
+/// right `fewstep.student_steps` and `--resume` continues the same objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TrainingMode {
+    /// Diffusion pretraining (exports `student_steps = 0`).
+    #[default]
+    Diffusion,
+    /// Multistep consistency training or distillation (Algorithm 1).
+    Consistency(ConsistencyConfig),
+    /// Progressive distillation (Salimans & Ho 2022).
+    Progressive(ProgressiveConfig),
+}
+
+impl TrainingMode {
+    /// `fewstep.student_steps` of the weights after `step` steps: 0 for a
+    /// diffusion model, else the student's step count.
+    pub fn student_steps(&self, step: u64) -> u32 {
+        match self {
+            TrainingMode::Diffusion => 0,
+            TrainingMode::Consistency(c) => c.student_steps,
+            // The weights after `step` steps belong to the stage of the last step done.
+            TrainingMode::Progressive(p) => p.stage_student_steps(p.stage(step.saturating_sub(1))),
+        }
+    }
+
+    /// One line for logs and export provenance.
+    pub fn describe(&self) -> String {
+        match self {
+            TrainingMode::Diffusion => "diffusion".into(),
+            TrainingMode::Consistency(c) => format!(
+                "consistency {} T={} teacher {} steps {}->{} over {} iters, xvar_frac {}, huber_c {}, guidance {}",
+                c.mode.as_str(),
+                c.student_steps,
+                c.teacher_sampler.as_str(),
+                c.teacher_steps_start,
+                c.teacher_steps_end,
+                c.anneal_iters,
+                c.xvar_frac,
+                c.huber_c,
+                c.teacher_guidance
+            ),
+            TrainingMode::Progressive(p) => format!(
+                "progressive {}->{} steps, {} iters per stage, teacher {}, xvar_frac {}, guidance {}",
+                p.start_steps,
+                p.target_steps,
+                p.stage_iters,
+                p.teacher_sampler.as_str(),
+                p.xvar_frac,
+                p.teacher_guidance
+            ),
+        }
+    }
+}
+
+/// Consistency training (`x_teacher = x`) or distillation (a frozen teacher).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyMode {
+    /// Consistency training: the teacher step uses the data `x`.
+    Ct,
+    /// Consistency distillation: the teacher is the pretrained diffusion model.
+    Cd,
+}
+
+impl ConsistencyMode {
+    /// `ct` or `cd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsistencyMode::Ct => "ct",
+            ConsistencyMode::Cd => "cd",
+        }
+    }
+}
+
+/// The teacher's ODE step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherSampler {
+    /// aDDIM with `xvar = eta ||x_teacher - x||² / d` (the paper's default).
+    Addim,
+    /// Plain DDIM (`xvar = 0`, paper Table 4).
+    Ddim,
+}
+
+impl TeacherSampler {
+    /// `addim` or `ddim`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeacherSampler::Addim => "addim",
+            TeacherSampler::Ddim => "ddim",
+        }
+    }
+}
+
+/// Settings of `fewstep-train consistency` (Algorithm 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyConfig {
+    /// CT or CD.
+    pub mode: ConsistencyMode,
+    /// `T`, the student's sampling steps.
+    pub student_steps: u32,
+    /// `eta` of the teacher's aDDIM xvar (paper 0.75).
+    pub xvar_frac: f64,
+    /// aDDIM or DDIM teacher steps.
+    pub teacher_sampler: TeacherSampler,
+    /// `N0` of the annealed teacher step count (paper 64).
+    pub teacher_steps_start: f64,
+    /// `N1` (paper 1280).
+    pub teacher_steps_end: f64,
+    /// Iterations over which `N` grows from `N0` to `N1` (0: `N1` at once).
+    pub anneal_iters: u64,
+    /// `c` of the pseudo-Huber loss (paper 1e-4).
+    pub huber_c: f64,
+    /// Guidance scale of the CD teacher (1 = none).
+    pub teacher_guidance: f64,
+    /// The teacher checkpoint the student started from (and, for CD, the
+    /// frozen teacher reloaded on `--resume`).
+    pub init: String,
+    /// Step of that checkpoint, checked on `--resume`.
+    pub init_step: u64,
+}
+
+impl ConsistencyConfig {
+    /// Rejects settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        if self.student_steps == 0 {
+            bail!("--student-steps must be >= 1");
+        }
+        if !(self.xvar_frac.is_finite() && self.xvar_frac >= 0.0) {
+            bail!("--xvar-frac must be >= 0");
+        }
+        if !(self.teacher_steps_start.is_finite()
+            && self.teacher_steps_start >= 1.0
+            && self.teacher_steps_end.is_finite()
+            && self.teacher_steps_end >= 1.0)
+        {
+            bail!("--teacher-steps-start/-end must be >= 1");
+        }
+        if !(self.huber_c.is_finite() && self.huber_c >= 0.0) {
+            bail!("--huber-c must be >= 0");
+        }
+        if !(self.teacher_guidance.is_finite() && self.teacher_guidance >= 0.0) {
+            bail!("--teacher-guidance must be a finite number >= 0");
+        }
+        Ok(())
+    }
+
+    /// The annealed teacher step count of `fewstep-core`.
+    pub fn anneal(&self) -> fewstep_core::training::TeacherAnneal {
+        fewstep_core::training::TeacherAnneal {
+            start: self.teacher_steps_start,
+            end: self.teacher_steps_end,
+            anneal_iters: self.anneal_iters,
+        }
+    }
+}
+
+/// Settings of `fewstep-train progressive`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressiveConfig {
+    /// Sampling steps of the first teacher (a diffusion model); the first
+    /// student takes half of them.
+    pub start_steps: u32,
+    /// Student steps of the last stage.
+    pub target_steps: u32,
+    /// Optimiser steps per stage.
+    pub stage_iters: u64,
+    /// aDDIM or DDIM teacher steps.
+    pub teacher_sampler: TeacherSampler,
+    /// `eta` of the teacher's aDDIM xvar.
+    pub xvar_frac: f64,
+    /// Guidance scale of the teacher (1 = none).
+    pub teacher_guidance: f64,
+    /// The diffusion checkpoint of stage 0's teacher.
+    pub init: String,
+    /// Step of that checkpoint, checked on `--resume`.
+    pub init_step: u64,
+}
+
+impl ProgressiveConfig {
+    /// Rejects settings that cannot train: `start_steps = target_steps * 2^k`, `k >= 1`.
+    pub fn validate(&self) -> Result<()> {
+        if self.target_steps == 0 {
+            bail!("--target-steps must be >= 1");
+        }
+        if self.stage_iters == 0 {
+            bail!("--stage-steps must be >= 1");
+        }
+        if self.start_steps <= self.target_steps
+            || !self.start_steps.is_multiple_of(self.target_steps)
+            || !(self.start_steps / self.target_steps).is_power_of_two()
+        {
+            bail!(
+                "--start-steps {} must be --target-steps {} times a power of two >= 2",
+                self.start_steps,
+                self.target_steps
+            );
+        }
+        if !(self.xvar_frac.is_finite() && self.xvar_frac >= 0.0) {
+            bail!("--xvar-frac must be >= 0");
+        }
+        if !(self.teacher_guidance.is_finite() && self.teacher_guidance >= 0.0) {
+            bail!("--teacher-guidance must be a finite number >= 0");
+        }
+        Ok(())
+    }
+
+    /// Number of halvings.
+    pub fn stages(&self) -> u32 {
+        (self.start_steps / self.target_steps.max(1)).max(1).ilog2()
+    }
+
+    /// Total optimiser steps of all stages.
+    pub fn total_iters(&self) -> u64 {
+        self.stage_iters * u64::from(self.stages())
+    }
+
+    /// The stage that step `step` (steps done) belongs to; the last stage
+    /// once all are done.
+    pub fn stage(&self, step: u64) -> u32 {
+        let s = step / self.stage_iters.max(1);
+        (s.min(u64::from(self.stages().saturating_sub(1)))) as u32
+    }
+
+    /// Student steps of stage `stage` (half its teacher's).
+    pub fn stage_student_steps(&self, stage: u32) -> u32 {
+        (self.start_steps >> (stage + 1).min(31)).max(1)
+    }
+}

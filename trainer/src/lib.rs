@@ -11,13 +11,16 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod consistency;
 pub mod data;
 pub mod model;
 pub mod onnx;
 pub mod plot;
+pub mod progressive;
 pub mod run;
 pub mod sample;
 pub mod train;
+pub mod xvar;
 
 /// The CPU inference backend (ndarray).
 pub type Cpu = burn::backend::NdArray<f32>;

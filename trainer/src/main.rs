@@ -1,10 +1,15 @@
-//! `fewstep-train`: diffusion pretraining and ONNX export.
+//! `fewstep-train`: diffusion pretraining, multistep consistency training and
+//! distillation, progressive distillation, the aDDIM xvar table, ONNX export.
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fewstep_trainer::config::{TrainConfig, parse_schedule_arg};
+use fewstep_trainer::config::{
+    ConsistencyConfig, ConsistencyMode, ProgressiveConfig, TeacherSampler, TrainConfig,
+    parse_schedule_arg,
+};
 use fewstep_trainer::data::PngOptions;
-use fewstep_trainer::run::{self, DiffusionOptions, ModelOverrides};
+use fewstep_trainer::run::{self, DiffusionOptions, DistillOptions, ModelOverrides};
+use fewstep_trainer::xvar::XvarOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +28,14 @@ struct Cli {
 enum Command {
     /// Diffusion pretraining (the teacher of multistep consistency models).
     Diffusion(Box<DiffusionArgs>),
+    /// Multistep consistency training (ct) or distillation (cd) from a
+    /// diffusion checkpoint (Algorithm 1).
+    Consistency(Box<ConsistencyArgs>),
+    /// Progressive distillation from a diffusion checkpoint (the baseline).
+    Progressive(Box<ProgressiveArgs>),
+    /// Measure a diffusion checkpoint's empirical aDDIM xvar table and store
+    /// it in the checkpoint (exported as fewstep.addim_xvar).
+    Xvar(XvarArgs),
     /// Export a run's EMA weights as a fewstep ONNX model.
     Export(ExportArgs),
     /// Measure training throughput (examples/s); writes nothing.
@@ -264,10 +277,374 @@ fn diffusion(a: DiffusionArgs) -> Result<()> {
     }
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ModeArg {
+    /// Consistency training (x_teacher = x).
+    Ct,
+    /// Consistency distillation (a frozen diffusion teacher).
+    Cd,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SamplerArg {
+    /// aDDIM with xvar = eta ||x_teacher - x||^2 / d.
+    Addim,
+    /// Plain DDIM.
+    Ddim,
+}
+
+impl From<SamplerArg> for TeacherSampler {
+    fn from(s: SamplerArg) -> Self {
+        match s {
+            SamplerArg::Addim => TeacherSampler::Addim,
+            SamplerArg::Ddim => TeacherSampler::Ddim,
+        }
+    }
+}
+
+/// Flags shared by `consistency` and `progressive`.
+#[derive(Args, Debug)]
+struct DistillArgs {
+    /// The pretrained diffusion run (directory or checkpoint file); the
+    /// student starts from its EMA weights.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Run directory: checkpoint, log.csv, loss.png, samples/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Dataset (default: the one the teacher was trained on).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Use only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// PNG folders: resize to SIZE x SIZE.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// PNG folders: 1 (grey) or 3 (RGB) channels.
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    /// Examples per step.
+    #[arg(long, default_value_t = TrainConfig::default().batch)]
+    batch: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
+    weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long, default_value_t = TrainConfig::default().grad_clip)]
+    grad_clip: f64,
+    /// EMA decay of the exported weights.
+    #[arg(long, default_value_t = TrainConfig::default().ema_decay)]
+    ema_decay: f64,
+    /// Probability of training a class-conditional student on the null label.
+    #[arg(long, default_value_t = TrainConfig::default().label_dropout)]
+    label_dropout: f64,
+    /// Dropout in the ResNet blocks (default: the teacher's).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Guidance scale of the teacher (1 = none; class-conditional teachers).
+    #[arg(long, default_value_t = 1.0)]
+    teacher_guidance: f64,
+    /// The teacher's ODE step.
+    #[arg(long, value_enum, default_value_t = SamplerArg::Addim)]
+    teacher_sampler: SamplerArg,
+    /// eta of the teacher's aDDIM xvar.
+    #[arg(long, default_value_t = fewstep_core::training::PAPER_XVAR_FRAC)]
+    xvar_frac: f64,
+    /// Continue the run in --out exactly where its checkpoint stopped.
+    #[arg(long)]
+    resume: bool,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint, loss curve and sample grid every K steps.
+    #[arg(long, default_value_t = TrainConfig::default().sample_every)]
+    sample_every: u64,
+    /// Images in the sample grid.
+    #[arg(long, default_value_t = TrainConfig::default().sample_count)]
+    sample_count: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl DistillArgs {
+    fn options(&self, steps: Option<u64>) -> DistillOptions {
+        DistillOptions {
+            init: self.init.clone(),
+            out: self.out.clone(),
+            data: self.data.clone(),
+            limit: self.limit,
+            png: PngOptions {
+                size: self.size,
+                channels: self.channels,
+            },
+            resume: self.resume,
+            steps,
+            dropout: self.dropout,
+            train: TrainConfig {
+                steps: steps.unwrap_or(TrainConfig::default().steps),
+                batch: self.batch,
+                lr: self.lr,
+                warmup: self.warmup,
+                weight_decay: self.weight_decay,
+                grad_clip: self.grad_clip,
+                ema_decay: self.ema_decay,
+                label_dropout: self.label_dropout,
+                seed: self.seed,
+                sample_every: self.sample_every,
+                // Distilled students sample with their own step count.
+                sample_steps: TrainConfig::default().sample_steps,
+                sample_count: self.sample_count,
+            },
+            quiet: self.quiet,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ConsistencyArgs {
+    /// ct (consistency training) or cd (consistency distillation).
+    #[arg(long, value_enum)]
+    mode: ModeArg,
+    /// T: the student's sampling steps.
+    #[arg(long)]
+    student_steps: u32,
+    /// Total optimiser steps (on --resume: the new total).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// N0 of the annealed teacher step count (paper 64).
+    #[arg(long, default_value_t = fewstep_core::training::TeacherAnneal::PAPER.start)]
+    teacher_steps_start: f64,
+    /// N1 of the annealed teacher step count (paper 1280).
+    #[arg(long, default_value_t = fewstep_core::training::TeacherAnneal::PAPER.end)]
+    teacher_steps_end: f64,
+    /// Iterations of the annealing (default: --steps).
+    #[arg(long)]
+    anneal_iters: Option<u64>,
+    /// A fixed teacher step count instead of the annealing (paper Table 2).
+    #[arg(long)]
+    teacher_steps_fixed: Option<f64>,
+    /// c of the pseudo-Huber loss.
+    #[arg(long, default_value_t = fewstep_core::training::PAPER_HUBER_C)]
+    huber_c: f64,
+    #[command(flatten)]
+    common: DistillArgs,
+}
+
+#[derive(Args, Debug)]
+struct ProgressiveArgs {
+    /// Student steps of the last stage.
+    #[arg(long)]
+    target_steps: u32,
+    /// Sampling steps of the first teacher (target times a power of two).
+    #[arg(long, default_value_t = 64)]
+    start_steps: u32,
+    /// Optimiser steps per stage.
+    #[arg(long, default_value_t = 1000)]
+    stage_steps: u64,
+    #[command(flatten)]
+    common: DistillArgs,
+}
+
+#[derive(Args, Debug)]
+struct XvarArgs {
+    /// A diffusion run directory or checkpoint file (updated in place).
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// Dataset (default: the one the checkpoint was trained on).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Use only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// eta: the table holds eta * E||x_hat - x||^2 / d.
+    #[arg(long, default_value_t = fewstep_core::training::PAPER_XVAR_FRAC)]
+    xvar_frac: f64,
+    /// Table entries, at t = i / (K - 1).
+    #[arg(long, default_value_t = 33)]
+    points: usize,
+    /// Data examples per entry.
+    #[arg(long, default_value_t = 256)]
+    examples: usize,
+    /// Network evaluations per batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seed of the example choice and the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// PNG folders: resize to SIZE x SIZE.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// PNG folders: 1 (grey) or 3 (RGB) channels.
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+}
+
+fn consistency(a: ConsistencyArgs) -> Result<()> {
+    let opts = a.common.options(a.steps);
+    let (start, end, anneal_iters) = match a.teacher_steps_fixed {
+        Some(n) => (n, n, 0),
+        None => (
+            a.teacher_steps_start,
+            a.teacher_steps_end,
+            a.anneal_iters.unwrap_or(opts.train.steps),
+        ),
+    };
+    let ccfg = ConsistencyConfig {
+        mode: match a.mode {
+            ModeArg::Ct => ConsistencyMode::Ct,
+            ModeArg::Cd => ConsistencyMode::Cd,
+        },
+        student_steps: a.student_steps,
+        xvar_frac: a.common.xvar_frac,
+        teacher_sampler: a.common.teacher_sampler.into(),
+        teacher_steps_start: start,
+        teacher_steps_end: end,
+        anneal_iters,
+        huber_c: a.huber_c,
+        teacher_guidance: a.common.teacher_guidance,
+        init: String::new(),
+        init_step: 0,
+    };
+    match a.common.backend {
+        BackendArg::Cpu => {
+            run::consistency::<fewstep_trainer::CpuTrain>(&opts, ccfg, Default::default())
+        }
+        #[cfg(feature = "flex")]
+        BackendArg::Flex => {
+            run::consistency::<fewstep_trainer::FlexTrain>(&opts, ccfg, Default::default())
+        }
+        #[cfg(not(feature = "flex"))]
+        BackendArg::Flex => {
+            anyhow::bail!("this build has no flex backend: rebuild with --features flex")
+        }
+        #[cfg(feature = "cuda")]
+        BackendArg::Cuda => {
+            run::consistency::<fewstep_trainer::CudaTrain>(&opts, ccfg, Default::default())
+        }
+        #[cfg(not(feature = "cuda"))]
+        BackendArg::Cuda => {
+            anyhow::bail!("this build has no CUDA backend: rebuild with --features cuda")
+        }
+    }
+}
+
+fn progressive(a: ProgressiveArgs) -> Result<()> {
+    let opts = a.common.options(None);
+    let pcfg = ProgressiveConfig {
+        start_steps: a.start_steps,
+        target_steps: a.target_steps,
+        stage_iters: a.stage_steps,
+        teacher_sampler: a.common.teacher_sampler.into(),
+        xvar_frac: a.common.xvar_frac,
+        teacher_guidance: a.common.teacher_guidance,
+        init: String::new(),
+        init_step: 0,
+    };
+    match a.common.backend {
+        BackendArg::Cpu => {
+            run::progressive::<fewstep_trainer::CpuTrain>(&opts, pcfg, Default::default())
+        }
+        #[cfg(feature = "flex")]
+        BackendArg::Flex => {
+            run::progressive::<fewstep_trainer::FlexTrain>(&opts, pcfg, Default::default())
+        }
+        #[cfg(not(feature = "flex"))]
+        BackendArg::Flex => {
+            anyhow::bail!("this build has no flex backend: rebuild with --features flex")
+        }
+        #[cfg(feature = "cuda")]
+        BackendArg::Cuda => {
+            run::progressive::<fewstep_trainer::CudaTrain>(&opts, pcfg, Default::default())
+        }
+        #[cfg(not(feature = "cuda"))]
+        BackendArg::Cuda => {
+            anyhow::bail!("this build has no CUDA backend: rebuild with --features cuda")
+        }
+    }
+}
+
+fn xvar(a: XvarArgs) -> Result<()> {
+    let table = run::xvar(
+        &a.ckpt,
+        a.data.as_deref(),
+        a.limit,
+        PngOptions {
+            size: a.size,
+            channels: a.channels,
+        },
+        XvarOptions {
+            points: a.points,
+            examples: a.examples,
+            xvar_frac: a.xvar_frac,
+            batch: a.batch,
+            seed: a.seed,
+        },
+    )?;
+    let text: Vec<String> = table.iter().map(|v| format!("{v:.3e}")).collect();
+    eprintln!(
+        "stored a {}-point aDDIM xvar table in {}: {}",
+        table.len(),
+        a.ckpt.display(),
+        text.join(" ")
+    );
+    Ok(())
+}
+
+/// A clap error on one line (`error: ... [possible values: ...]`), without
+/// the usage block: the CLI's errors are all one line.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line);
+        }
+    }
+    parts.join(" ")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            eprintln!("{}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Diffusion(a) => diffusion(*a),
+        Command::Consistency(a) => consistency(*a),
+        Command::Progressive(a) => progressive(*a),
+        Command::Xvar(a) => xvar(a),
         Command::Export(a) => run::export_checkpoint(&a.ckpt, &a.out, a.f16).map(|size| {
             eprintln!("wrote {} ({size} bytes)", a.out.display());
         }),

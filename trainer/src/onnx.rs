@@ -19,8 +19,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use fewstep_core::StudentSteps;
 use fewstep_core::format::{
-    DataRange, FORMAT_VERSION, INPUT_LABEL, INPUT_T, INPUT_Z, KEY_DATA_RANGE, KEY_FORMAT,
-    KEY_IMAGE, KEY_NUM_CLASSES, KEY_PREDICTION, KEY_SCHEDULE, KEY_STUDENT_STEPS,
+    DataRange, FORMAT_VERSION, INPUT_LABEL, INPUT_T, INPUT_Z, KEY_ADDIM_XVAR, KEY_DATA_RANGE,
+    KEY_FORMAT, KEY_IMAGE, KEY_NUM_CLASSES, KEY_PREDICTION, KEY_SCHEDULE, KEY_STUDENT_STEPS,
+    xvar_table_len,
 };
 use prost::Message;
 use tract_onnx::pb::{
@@ -43,6 +44,11 @@ pub struct ExportOptions {
     pub f16: bool,
     /// Extra `fewstep.*` metadata (provenance), written after the required keys.
     pub extra_metadata: Vec<(String, String)>,
+    /// `fewstep.student_steps`: `T` of a multistep consistency (or
+    /// progressively distilled) model, 0 for a diffusion model.
+    pub student_steps: u32,
+    /// `fewstep.addim_xvar`: the empirical aDDIM table, if measured.
+    pub addim_xvar: Option<Vec<f32>>,
 }
 
 /// Writes the graph of `model` (configured by `cfg`) as ONNX bytes.
@@ -98,13 +104,23 @@ pub fn export<B: Backend>(
         (KEY_SCHEDULE.to_string(), cfg.schedule()?.to_string()),
         (
             KEY_STUDENT_STEPS.to_string(),
-            StudentSteps::DIFFUSION.to_string(),
+            StudentSteps(opts.student_steps).to_string(),
         ),
         (KEY_IMAGE.to_string(), cfg.image_shape().to_string()),
         (KEY_DATA_RANGE.to_string(), DataRange::default().to_string()),
     ];
     if cfg.num_classes > 0 {
         metadata.push((KEY_NUM_CLASSES.to_string(), cfg.num_classes.to_string()));
+    }
+    if let Some(table) = &opts.addim_xvar {
+        let text = table
+            .iter()
+            .map(f32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        // Written only in a form the runtime's parser accepts.
+        xvar_table_len(&text).map_err(|e| anyhow::anyhow!("{KEY_ADDIM_XVAR} {text:?}: {e}"))?;
+        metadata.push((KEY_ADDIM_XVAR.to_string(), text));
     }
     for (k, v) in &opts.extra_metadata {
         if metadata.iter().any(|(mk, _)| mk == k) {

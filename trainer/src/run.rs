@@ -1,10 +1,12 @@
 //! The commands behind the `fewstep-train` binary, as library functions.
 
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint};
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::{ModelConfig, TrainConfig, TrainingMode};
+use crate::consistency::ConsistencyTrainer;
 use crate::data::{self, Dataset, PngOptions};
 use crate::model::UNet;
 use crate::onnx::{ExportOptions, export};
+use crate::progressive::ProgressiveTrainer;
 use crate::train::{Trainer, check_data};
 use crate::{Cpu, plot, sample};
 use anyhow::{Context, Result, bail};
@@ -109,6 +111,13 @@ pub fn diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: B::Device)
     let ckpt_path = opts.out.join(CHECKPOINT_FILE);
     let mut trainer = if opts.resume {
         let ckpt = Checkpoint::load(&ckpt_path)?;
+        if !matches!(ckpt.meta.mode, TrainingMode::Diffusion) {
+            bail!(
+                "{} is a {} run: resume it with its own command",
+                ckpt_path.display(),
+                ckpt.meta.mode.describe()
+            );
+        }
         check_data(&ckpt.meta.model, &data)?;
         if ckpt.meta.data_source != data.source {
             eprintln!(
@@ -148,8 +157,26 @@ pub fn diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: B::Device)
         trainer.step,
         trainer.train.steps
     );
-    let total = trainer.train.steps;
-    let bar = if opts.quiet {
+    train_loop(&mut trainer, &data, &opts.out, opts.quiet, |t, d| t.step(d))?;
+    Ok(())
+}
+
+/// The training loop of every command: steps until `trainer.train.steps`,
+/// with a progress bar (loss, examples/s) and, every `sample_every` steps
+/// and at the end, a checkpoint, CSV log, loss curve and sample grid.
+/// `step` does one optimiser step of `trainer`.
+pub fn train_loop<B: AutodiffBackend, S>(
+    state: &mut S,
+    data: &Dataset,
+    out: &Path,
+    quiet: bool,
+    mut step: impl FnMut(&mut S, &Dataset) -> Result<crate::checkpoint::StepLog>,
+) -> Result<()>
+where
+    S: AsTrainer<B>,
+{
+    let total = state.trainer().train.steps;
+    let bar = if quiet {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new(total);
@@ -162,15 +189,16 @@ pub fn diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: B::Device)
         );
         b
     };
-    bar.set_position(trainer.step);
-    let batch = trainer.train.batch as f64;
+    bar.set_position(state.trainer().step);
+    let batch = state.trainer().train.batch as f64;
     let mut smooth: Option<f64> = None;
     let mut window_start = Instant::now();
     let mut window_steps = 0u64;
     let mut ex_per_s = 0.0;
-    while trainer.step < total {
+    while state.trainer().step < total {
         let t0 = Instant::now();
-        let entry = trainer.step(&data)?;
+        let entry = step(state, data)?;
+        let trainer = state.trainer_mut();
         trainer.train_seconds += t0.elapsed().as_secs_f64();
         window_steps += 1;
         let el = window_start.elapsed().as_secs_f64();
@@ -187,20 +215,56 @@ pub fn diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: B::Device)
         bar.set_position(trainer.step);
         bar.set_message(format!("loss {s:.4} | {ex_per_s:.1} ex/s"));
         if trainer.step % trainer.train.sample_every == 0 || trainer.step == total {
-            save_outputs(&trainer, &opts.out)?;
+            save_outputs(trainer, out)?;
         }
     }
     bar.finish();
+    let trainer = state.trainer();
     if trainer.step == total && trainer.log.is_empty() {
-        save_outputs(&trainer, &opts.out)?;
+        save_outputs(trainer, out)?;
     }
     eprintln!(
         "done: step {} in {:.0} s of training; outputs in {}",
         trainer.step,
         trainer.train_seconds,
-        opts.out.display()
+        out.display()
     );
     Ok(())
+}
+
+/// Access to the [`Trainer`] inside a run's state.
+pub trait AsTrainer<B: AutodiffBackend> {
+    /// The trainer.
+    fn trainer(&self) -> &Trainer<B>;
+    /// The trainer, mutably.
+    fn trainer_mut(&mut self) -> &mut Trainer<B>;
+}
+
+impl<B: AutodiffBackend> AsTrainer<B> for Trainer<B> {
+    fn trainer(&self) -> &Trainer<B> {
+        self
+    }
+    fn trainer_mut(&mut self) -> &mut Trainer<B> {
+        self
+    }
+}
+
+impl<B: AutodiffBackend> AsTrainer<B> for ConsistencyTrainer<B> {
+    fn trainer(&self) -> &Trainer<B> {
+        &self.trainer
+    }
+    fn trainer_mut(&mut self) -> &mut Trainer<B> {
+        &mut self.trainer
+    }
+}
+
+impl<B: AutodiffBackend> AsTrainer<B> for ProgressiveTrainer<B> {
+    fn trainer(&self) -> &Trainer<B> {
+        &self.trainer
+    }
+    fn trainer_mut(&mut self) -> &mut Trainer<B> {
+        &mut self.trainer
+    }
 }
 
 /// Checkpoint, CSV log, loss curve and a sample grid of the EMA weights.
@@ -211,10 +275,12 @@ pub fn save_outputs<B: AutodiffBackend>(trainer: &Trainer<B>, out: &Path) -> Res
     let samples_dir = out.join("samples");
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
+    let plan = preview_plan(&trainer.mode, &trainer.train, trainer.step)?;
     let grid = sample_grid(
         &trainer.ema,
         &trainer.model_cfg,
         &trainer.train,
+        plan,
         &trainer.device,
     )?;
     let name = samples_dir.join(format!("step_{:07}.png", trainer.step));
@@ -225,12 +291,24 @@ pub fn save_outputs<B: AutodiffBackend>(trainer: &Trainer<B>, out: &Path) -> Res
     Ok(())
 }
 
+/// How a run's preview grid samples: `sample_steps` aDDIM steps for a
+/// diffusion model, the student's `T` DDIM steps (Algorithm 2) for a
+/// multistep consistency or progressively distilled model.
+pub fn preview_plan(mode: &TrainingMode, train: &TrainConfig, step: u64) -> Result<SamplingPlan> {
+    match mode.student_steps(step) {
+        0 => SamplingPlan::new(train.sample_steps, SamplerKind::Addim),
+        t => SamplingPlan::multistep_consistency(t),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Samples the preview grid (fixed seed, so grids of successive checkpoints
 /// are comparable): class `i % K` in column `i % K` when class-conditional.
 pub fn sample_grid<B: Backend>(
     ema: &UNet<B>,
     cfg: &ModelConfig,
     train: &TrainConfig,
+    plan: SamplingPlan,
     device: &B::Device,
 ) -> Result<(Vec<f32>, usize)> {
     let n = train.sample_count;
@@ -241,8 +319,6 @@ pub fn sample_grid<B: Backend>(
     } else {
         (n as f64).sqrt().ceil() as usize
     };
-    let plan = SamplingPlan::new(train.sample_steps, SamplerKind::Addim)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let images = sample::sample(ema, cfg, n, plan, 1234, labels.as_deref(), device)?;
     Ok((images, cols))
 }
@@ -286,6 +362,7 @@ pub fn export_checkpoint(ckpt_path: &Path, out: &Path, f16: bool) -> Result<u64>
             "fewstep.train.config".into(),
             serde_json::to_string(&meta.model).context("encoding the model config")?,
         ),
+        ("fewstep.train.mode".into(), meta.mode.describe()),
     ];
     let bytes = export(
         &model,
@@ -293,6 +370,8 @@ pub fn export_checkpoint(ckpt_path: &Path, out: &Path, f16: bool) -> Result<u64>
         &ExportOptions {
             f16,
             extra_metadata: extra,
+            student_steps: meta.mode.student_steps(meta.step),
+            addim_xvar: meta.addim_xvar.as_ref().map(|x| x.values.clone()),
         },
     )?;
     crate::checkpoint::write_atomic(out, &bytes)?;
@@ -352,4 +431,239 @@ pub fn bench<B: AutodiffBackend>(
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok((steps as f64 * batch as f64) / secs)
+}
+
+/// The dataset path a checkpoint was trained on (its `data_source`,
+/// `idx:PATH` or `png:PATH`, possibly with a `(first N images)` suffix).
+pub fn data_path_of(meta: &crate::checkpoint::Meta) -> Option<PathBuf> {
+    let src = meta.data_source.as_str();
+    let src = src.split(" (first ").next().unwrap_or(src);
+    let path = src
+        .strip_prefix("idx:")
+        .or_else(|| src.strip_prefix("png:"))
+        .unwrap_or(src);
+    let path = PathBuf::from(path);
+    path.exists().then_some(path)
+}
+
+/// `--data`, or else the teacher's dataset.
+fn resolve_data(arg: Option<&Path>, teacher: &Checkpoint, what: &str) -> Result<PathBuf> {
+    match arg {
+        Some(p) => Ok(p.to_path_buf()),
+        None => data_path_of(&teacher.meta).with_context(|| {
+            format!(
+                "{what}: the teacher was trained on {:?}, which is not a path here: pass --data",
+                teacher.meta.data_source
+            )
+        }),
+    }
+}
+
+/// Options shared by `consistency` and `progressive`.
+#[derive(Debug, Clone)]
+pub struct DistillOptions {
+    /// `--init`: the diffusion checkpoint (run directory or file).
+    pub init: Option<PathBuf>,
+    /// `--out`.
+    pub out: PathBuf,
+    /// `--data` (default: the teacher's).
+    pub data: Option<PathBuf>,
+    /// `--limit`.
+    pub limit: Option<usize>,
+    /// PNG folder options.
+    pub png: PngOptions,
+    /// `--resume`.
+    pub resume: bool,
+    /// `--steps` (on resume: the new total).
+    pub steps: Option<u64>,
+    /// `--dropout` (overrides the teacher's).
+    pub dropout: Option<f64>,
+    /// Training settings (ignored on resume, except `steps`).
+    pub train: TrainConfig,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// Loads `--data` (or the teacher's data) for a distillation run.
+fn distill_data(opts: &DistillOptions, teacher: &Checkpoint, what: &str) -> Result<Dataset> {
+    let path = resolve_data(opts.data.as_deref(), teacher, what)?;
+    let data = load_data(&path, opts.png, opts.limit)?;
+    check_data(&teacher.meta.model, &data)?;
+    Ok(data)
+}
+
+/// The checkpoint to resume from, or an error if `--out` already holds a run
+/// and `--resume` was not given.
+fn existing_run(opts: &DistillOptions) -> Result<Option<Checkpoint>> {
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let path = opts.out.join(CHECKPOINT_FILE);
+    if opts.resume {
+        return Ok(Some(Checkpoint::load(&path)?));
+    }
+    if path.exists() {
+        bail!(
+            "{} already exists: pass --resume to continue it, or choose another --out",
+            path.display()
+        );
+    }
+    Ok(None)
+}
+
+fn load_init(opts: &DistillOptions) -> Result<(Checkpoint, String)> {
+    let init = opts
+        .init
+        .as_ref()
+        .context("--init is required: the diffusion run (or checkpoint) to start from")?;
+    let file = crate::checkpoint::checkpoint_path(init);
+    let ckpt = Checkpoint::load(init).context("--init")?;
+    let abs = std::fs::canonicalize(&file).unwrap_or(file);
+    Ok((ckpt, abs.display().to_string()))
+}
+
+/// `fewstep-train consistency`: multistep consistency training (CT) or
+/// distillation (CD) from a diffusion checkpoint (Algorithm 1).
+pub fn consistency<B: AutodiffBackend>(
+    opts: &DistillOptions,
+    ccfg: crate::config::ConsistencyConfig,
+    device: B::Device,
+) -> Result<()> {
+    ccfg.validate()?;
+    let (run, data) = match existing_run(opts)? {
+        Some(ckpt) => {
+            let TrainingMode::Consistency(c) = &ckpt.meta.mode else {
+                bail!(
+                    "{} is a {} run, not a consistency run",
+                    opts.out.display(),
+                    ckpt.meta.mode.describe()
+                );
+            };
+            let init = Checkpoint::load(Path::new(&c.init))
+                .with_context(|| format!("loading the run's teacher {}", c.init))?;
+            let data = distill_data(opts, &init, "--resume")?;
+            let mut run = ConsistencyTrainer::<B>::from_checkpoint(ckpt, device)?;
+            if let Some(s) = opts.steps {
+                run.trainer.train.steps = s;
+            }
+            (run, data)
+        }
+        None => {
+            let (init, init_path) = load_init(opts)?;
+            let data = distill_data(opts, &init, "--init")?;
+            let ccfg = crate::config::ConsistencyConfig {
+                init: init_path,
+                init_step: init.meta.step,
+                ..ccfg
+            };
+            let mut train = opts.train.clone();
+            if let Some(s) = opts.steps {
+                train.steps = s;
+            }
+            let run =
+                ConsistencyTrainer::<B>::new(&init, ccfg, train, &data, opts.dropout, device)?;
+            (run, data)
+        }
+    };
+    let mut run = run;
+    let tr = &run.trainer;
+    eprintln!(
+        "fewstep-train consistency: {} images from {}, {} parameters, {}, step {} of {}",
+        data.len(),
+        data.source,
+        tr.model.num_params(),
+        tr.mode.describe(),
+        tr.step,
+        tr.train.steps
+    );
+    train_loop(&mut run, &data, &opts.out, opts.quiet, |r, d| r.step(d))
+}
+
+/// `fewstep-train progressive`: progressive distillation from a diffusion
+/// checkpoint down to `target_steps`.
+pub fn progressive<B: AutodiffBackend>(
+    opts: &DistillOptions,
+    pcfg: crate::config::ProgressiveConfig,
+    device: B::Device,
+) -> Result<()> {
+    pcfg.validate()?;
+    let (mut run, data) = match existing_run(opts)? {
+        Some(ckpt) => {
+            let TrainingMode::Progressive(p) = &ckpt.meta.mode else {
+                bail!(
+                    "{} is a {} run, not a progressive run",
+                    opts.out.display(),
+                    ckpt.meta.mode.describe()
+                );
+            };
+            let init = Checkpoint::load(Path::new(&p.init))
+                .with_context(|| format!("loading the run's teacher {}", p.init))?;
+            let data = distill_data(opts, &init, "--resume")?;
+            (
+                ProgressiveTrainer::<B>::from_checkpoint(ckpt, &opts.out, device)?,
+                data,
+            )
+        }
+        None => {
+            let (init, init_path) = load_init(opts)?;
+            let data = distill_data(opts, &init, "--init")?;
+            let pcfg = crate::config::ProgressiveConfig {
+                init: init_path,
+                init_step: init.meta.step,
+                ..pcfg
+            };
+            let run = ProgressiveTrainer::<B>::new(
+                &init,
+                pcfg,
+                opts.train.clone(),
+                &data,
+                &opts.out,
+                device,
+            )?;
+            (run, data)
+        }
+    };
+    let tr = &run.trainer;
+    eprintln!(
+        "fewstep-train progressive: {} images from {}, {} parameters, {}, step {} of {}",
+        data.len(),
+        data.source,
+        tr.model.num_params(),
+        tr.mode.describe(),
+        tr.step,
+        tr.train.steps
+    );
+    train_loop(&mut run, &data, &opts.out, opts.quiet, |r, d| r.step(d))
+}
+
+/// `fewstep-train xvar`: measures the empirical aDDIM table of a diffusion
+/// checkpoint's EMA weights and stores it in the checkpoint (atomically), so
+/// that `export` writes `fewstep.addim_xvar`. Returns the table.
+pub fn xvar(
+    ckpt_path: &Path,
+    data: Option<&Path>,
+    limit: Option<usize>,
+    png: PngOptions,
+    opts: crate::xvar::XvarOptions,
+) -> Result<Vec<f32>> {
+    let file = crate::checkpoint::checkpoint_path(ckpt_path);
+    let mut ckpt = Checkpoint::load(&file)?;
+    if !matches!(ckpt.meta.mode, TrainingMode::Diffusion) {
+        bail!(
+            "{} is a {} run: the aDDIM table is for diffusion models",
+            file.display(),
+            ckpt.meta.mode.describe()
+        );
+    }
+    let path = resolve_data(data, &ckpt, "xvar")?;
+    let data = load_data(&path, png, limit)?;
+    let model = load_ema_cpu(&ckpt)?;
+    let table = crate::xvar::measure(&model, &ckpt.meta.model, &data, opts, &Default::default())?;
+    ckpt.meta.addim_xvar = Some(crate::checkpoint::XvarTable {
+        values: table.clone(),
+        xvar_frac: opts.xvar_frac,
+        examples: opts.examples,
+        step: ckpt.meta.step,
+    });
+    ckpt.save(&file)?;
+    Ok(table)
 }

@@ -9,7 +9,7 @@
 //! the step, so a resumed run repeats the uninterrupted one exactly.
 
 use crate::checkpoint::{Checkpoint, Meta, StepLog};
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::{ModelConfig, TrainConfig, TrainingMode};
 use crate::data::Dataset;
 use crate::model::UNet;
 use anyhow::{Result, bail};
@@ -309,6 +309,9 @@ pub struct Trainer<B: AutodiffBackend> {
     pub class_names: Vec<String>,
     /// Seconds of training so far (over resumes).
     pub train_seconds: f64,
+    /// What the run trains (diffusion unless a consistency or progressive
+    /// run set it); stored in the checkpoint.
+    pub mode: TrainingMode,
     /// Device.
     pub device: B::Device,
 }
@@ -352,6 +355,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             data_source: data.source.clone(),
             class_names: data.class_names.clone(),
             train_seconds: 0.0,
+            mode: TrainingMode::Diffusion,
             device,
         })
     }
@@ -380,6 +384,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             data_source: meta.data_source,
             class_names: meta.class_names,
             train_seconds: meta.train_seconds,
+            mode: meta.mode,
             device,
         })
     }
@@ -397,6 +402,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             class_names: self.class_names.clone(),
             train_seconds: self.train_seconds,
             trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: self.mode.clone(),
+            // A table measured on earlier weights would be stale.
+            addim_xvar: None,
         };
         Checkpoint::from_state::<B>(meta, &self.model, &self.ema, &self.optim)
     }
@@ -415,6 +423,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             B::seed(&self.device, dropout_seed(self.train.seed, self.step));
             diffusion_loss(&self.model, &self.model_cfg, &batch, &self.device)
         };
+        self.apply_loss(loss)
+    }
+
+    /// The rest of one optimiser step for a loss of `self.model`: backward,
+    /// gradient clipping, AdamW, EMA update, log entry; advances `step`.
+    pub fn apply_loss(&mut self, loss: Tensor<B, 1>) -> Result<StepLog> {
         let loss_value: f64 = loss.clone().into_scalar().elem();
         if !loss_value.is_finite() {
             bail!(

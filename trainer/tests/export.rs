@@ -113,6 +113,7 @@ fn check(cfg: &ModelConfig, n: usize, f16: bool) -> (f32, usize) {
         &ExportOptions {
             f16,
             extra_metadata: vec![("fewstep.train.note".into(), "test".into())],
+            ..Default::default()
         },
     )
     .unwrap();
@@ -232,6 +233,7 @@ fn metadata_is_complete_and_parses_with_core() {
         &ExportOptions {
             f16: false,
             extra_metadata: vec![(format::KEY_SCHEDULE.into(), "cosine".into())],
+            ..Default::default()
         },
     )
     .unwrap_err();
