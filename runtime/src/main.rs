@@ -14,7 +14,7 @@ use fewstep::{Model, SamplerChoice, StampOptions};
     version,
     about = "Few-step image generation from fewstep ONNX models"
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -109,8 +109,17 @@ enum Command {
     },
 }
 
+/// Parses a command line (the fuzz harness, `fuzz/harness.rs`, calls this).
+pub(crate) fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;

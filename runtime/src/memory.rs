@@ -14,6 +14,9 @@ use crate::model::Model;
 /// `fewstep_request.memory_budget`, `fewstep generate --memory-budget`).
 pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
 
+/// Stack reserved per pool thread (Rust's default for spawned threads).
+const THREAD_STACK: u64 = 2 << 20;
+
 /// Bytes of every intermediate tensor of one network evaluation of one
 /// image (the batch-1 graph with its weights excluded). Each tensor is
 /// counted as if all were alive at once, an upper bound of what tract keeps.
@@ -54,12 +57,17 @@ pub struct MemoryEstimate {
     /// Network intermediates: twice (for im2col and packing scratch) the
     /// batch-1 activations, times the rows evaluated at once.
     pub activations: u64,
+    /// Stacks of the call's thread pool (2 MiB per thread when it uses more
+    /// than one): a request for a million threads is refused, not spawned.
+    pub thread_stacks: u64,
 }
 
 impl MemoryEstimate {
-    /// `buffers + activations`.
+    /// `buffers + activations + thread_stacks`.
     pub fn total(&self) -> u64 {
-        self.buffers.saturating_add(self.activations)
+        self.buffers
+            .saturating_add(self.activations)
+            .saturating_add(self.thread_stacks)
     }
 }
 
@@ -100,6 +108,11 @@ impl Model {
                 .activation_bytes
                 .saturating_mul(2)
                 .saturating_mul(at_once),
+            thread_stacks: if threads > 1 {
+                (threads as u64).saturating_mul(THREAD_STACK)
+            } else {
+                0
+            },
         }
     }
 

@@ -539,7 +539,20 @@ impl Model {
         let meta = Metadata::from_props(&proto.metadata_props)?;
         let interface = GraphInterface::of(graph);
         interface.validate(meta.image, meta.num_classes)?;
-        let net = Network::build(proto, dir, &meta)?;
+        check_outputs_are_computed(graph)?;
+        // tract is not written for hostile input: a graph it cannot handle
+        // must be a load error, not a panic in the caller (found by fuzzing).
+        let net = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Network::build(proto, dir, &meta)
+        }))
+        .map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            LoadError::Tract(format!("internal error while preparing the graph: {what}"))
+        })??;
         let parameters = graph
             .initializer
             .iter()
@@ -623,6 +636,23 @@ impl Model {
     pub fn prepare_batch(&self, batch: usize) -> Result<(), LoadError> {
         self.net.plan(batch).map(|_| ())
     }
+}
+
+/// Every graph output must be a graph input, an initializer or a node output
+/// (tract 0.23 panics on a dangling output name).
+fn check_outputs_are_computed(graph: &pb::GraphProto) -> Result<(), LoadError> {
+    for o in &graph.output {
+        let known = graph.input.iter().any(|i| i.name == o.name)
+            || graph.initializer.iter().any(|i| i.name == o.name)
+            || graph.node.iter().any(|n| n.output.contains(&o.name));
+        if !known || o.name.is_empty() {
+            return Err(LoadError::BadTensor {
+                name: o.name.clone(),
+                reason: "graph output is not computed by any node".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Decodes ONNX protobuf bytes.

@@ -145,6 +145,24 @@ fn the_estimate_counts_guidance_threads_and_execution() {
 }
 
 #[test]
+fn absurd_thread_counts_are_refused_not_spawned() {
+    let m = model();
+    for threads in [1usize << 20, u32::MAX as usize, usize::MAX] {
+        let t0 = Instant::now();
+        let r = m.generate().threads(threads).steps(2).run();
+        assert_refused(r, 1);
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+    let e = m.memory_estimate(1, false, Execution::PerImage, 8);
+    assert_eq!(e.thread_stacks, 8 * (2 << 20));
+    assert_eq!(
+        m.memory_estimate(1, false, Execution::PerImage, 1)
+            .thread_stacks,
+        0
+    );
+}
+
+#[test]
 fn cli_memory_budget_flag() {
     let dir = std::env::temp_dir().join(format!("fewstep-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
