@@ -515,10 +515,15 @@ impl Model {
     /// Loads a model from a `.onnx` file (external data next to it resolves).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        let io = |source| LoadError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // Reading /dev/zero or a FIFO would never end (or exhaust memory).
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         let dir = path.parent().and_then(|d| d.to_str());
         Self::from_proto_bytes(&bytes, Some(dir.unwrap_or(".")))
     }

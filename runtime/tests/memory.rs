@@ -163,6 +163,20 @@ fn absurd_thread_counts_are_refused_not_spawned() {
 }
 
 #[test]
+fn endless_and_special_files_are_refused_not_read() {
+    for path in ["/dev/zero", "/dev/urandom", "/tmp"] {
+        if !std::path::Path::new(path).exists() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let e = Model::load(path).unwrap_err();
+        assert!(matches!(e, fewstep::LoadError::Io { .. }), "{path}: {e}");
+        assert!(e.to_string().contains(path), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+}
+
+#[test]
 fn cli_memory_budget_flag() {
     let dir = std::env::temp_dir().join(format!("fewstep-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
