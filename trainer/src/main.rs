@@ -60,14 +60,14 @@ struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     steps: u64,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    #[arg(long, value_enum, default_value_t = BackendArg::Flex)]
     backend: BackendArg,
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
     let data = run::load_data(&a.data, PngOptions::default(), Some(1024))?;
     let rate = match a.backend {
-        BackendArg::Cpu => run::bench::<fewstep_trainer::CpuTrain>(
+        BackendArg::Ndarray => run::bench::<fewstep_trainer::CpuTrain>(
             &data,
             &a.preset,
             a.batch,
@@ -121,10 +121,13 @@ fn bench(a: BenchArgs) -> Result<()> {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum BackendArg {
-    /// ndarray on the CPU (with OpenBLAS when built with `--features openblas`).
-    Cpu,
-    /// Burn's `flex` CPU backend (build with `--features flex`).
+    /// Burn's `flex` CPU backend: the default, fastest CPU path measured
+    /// (docs/PERFORMANCE.md).
     Flex,
+    /// Burn's ndarray CPU backend (with OpenBLAS when built with
+    /// `--features openblas`); `cpu` is an alias.
+    #[value(alias = "cpu")]
+    Ndarray,
     /// CUDA (build with `--features cuda`).
     Cuda,
 }
@@ -205,7 +208,7 @@ struct DiffusionArgs {
     #[arg(long, default_value_t = 3)]
     channels: usize,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    #[arg(long, value_enum, default_value_t = BackendArg::Flex)]
     backend: BackendArg,
     /// No progress bar.
     #[arg(long)]
@@ -261,7 +264,9 @@ fn diffusion(a: DiffusionArgs) -> Result<()> {
         quiet: a.quiet,
     };
     match a.backend {
-        BackendArg::Cpu => run::diffusion::<fewstep_trainer::CpuTrain>(&opts, Default::default()),
+        BackendArg::Ndarray => {
+            run::diffusion::<fewstep_trainer::CpuTrain>(&opts, Default::default())
+        }
         #[cfg(feature = "flex")]
         BackendArg::Flex => run::diffusion::<fewstep_trainer::FlexTrain>(&opts, Default::default()),
         #[cfg(not(feature = "flex"))]
@@ -370,7 +375,7 @@ struct DistillArgs {
     #[arg(long, default_value_t = TrainConfig::default().sample_count)]
     sample_count: usize,
     /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    #[arg(long, value_enum, default_value_t = BackendArg::Flex)]
     backend: BackendArg,
     /// No progress bar.
     #[arg(long)]
@@ -517,7 +522,7 @@ fn consistency(a: ConsistencyArgs) -> Result<()> {
         init_step: 0,
     };
     match a.common.backend {
-        BackendArg::Cpu => {
+        BackendArg::Ndarray => {
             run::consistency::<fewstep_trainer::CpuTrain>(&opts, ccfg, Default::default())
         }
         #[cfg(feature = "flex")]
@@ -552,7 +557,7 @@ fn progressive(a: ProgressiveArgs) -> Result<()> {
         init_step: 0,
     };
     match a.common.backend {
-        BackendArg::Cpu => {
+        BackendArg::Ndarray => {
             run::progressive::<fewstep_trainer::CpuTrain>(&opts, pcfg, Default::default())
         }
         #[cfg(feature = "flex")]

@@ -349,7 +349,7 @@ impl<B: Backend> UNet<B> {
 /// computes the direct convolution's gradients with scalar loops that are
 /// orders of magnitude slower, while the lowered form's backward pass is two
 /// matrix products. Every other backend (flex: im2col + gemm kernels forward
-/// and backward, measured 1.6-1.8x faster end to end on the small preset;
+/// and backward, measured 1.2-1.7x faster end to end on the small preset;
 /// CUDA) runs its own convolution. A test checks both give the same network.
 pub fn conv<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     if B::name(&x.device()).contains("ndarray") {
