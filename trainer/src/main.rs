@@ -64,44 +64,40 @@ struct BenchArgs {
     backend: BackendArg,
 }
 
-fn bench(a: BenchArgs) -> Result<()> {
-    let data = run::load_data(&a.data, PngOptions::default(), Some(1024))?;
-    let rate = match a.backend {
-        BackendArg::Ndarray => run::bench::<fewstep_trainer::CpuTrain>(
-            &data,
-            &a.preset,
-            a.batch,
-            a.warmup,
-            a.steps,
-            Default::default(),
-        )?,
-        #[cfg(feature = "flex")]
-        BackendArg::Flex => run::bench::<fewstep_trainer::FlexTrain>(
-            &data,
-            &a.preset,
-            a.batch,
-            a.warmup,
-            a.steps,
-            Default::default(),
-        )?,
-        #[cfg(not(feature = "flex"))]
-        BackendArg::Flex => {
-            anyhow::bail!("this build has no flex backend: rebuild with --features flex")
-        }
-        #[cfg(feature = "cuda")]
-        BackendArg::Cuda => run::bench::<fewstep_trainer::CudaTrain>(
-            &data,
-            &a.preset,
-            a.batch,
-            a.warmup,
-            a.steps,
-            Default::default(),
-        )?,
-        #[cfg(not(feature = "cuda"))]
-        BackendArg::Cuda => {
-            anyhow::bail!("this build has no CUDA backend: rebuild with --features cuda")
+/// Calls the generic `run` function `f::<B>(args.., device)` with the
+/// training backend `B` that `--backend` names (the default device).
+macro_rules! on_backend {
+    ($backend:expr, $($f:ident)::+($($arg:expr),*)) => {
+        match $backend {
+            BackendArg::Ndarray => {
+                $($f)::+::<fewstep_trainer::CpuTrain>($($arg,)* Default::default())
+            }
+            #[cfg(feature = "flex")]
+            BackendArg::Flex => {
+                $($f)::+::<fewstep_trainer::FlexTrain>($($arg,)* Default::default())
+            }
+            #[cfg(not(feature = "flex"))]
+            BackendArg::Flex => Err(anyhow::anyhow!(
+                "this build has no flex backend: rebuild with --features flex"
+            )),
+            #[cfg(feature = "cuda")]
+            BackendArg::Cuda => {
+                $($f)::+::<fewstep_trainer::CudaTrain>($($arg,)* Default::default())
+            }
+            #[cfg(not(feature = "cuda"))]
+            BackendArg::Cuda => Err(anyhow::anyhow!(
+                "this build has no CUDA backend: rebuild with --features cuda"
+            )),
         }
     };
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let data = run::load_data(&a.data, PngOptions::default(), Some(1024))?;
+    let rate = on_backend!(
+        a.backend,
+        run::bench(&data, &a.preset, a.batch, a.warmup, a.steps)
+    )?;
     println!(
         "backend {:?}{} preset {} batch {} {}x{}x{}: {rate:.2} examples/s",
         a.backend,
@@ -263,23 +259,7 @@ fn diffusion(a: DiffusionArgs) -> Result<()> {
         },
         quiet: a.quiet,
     };
-    match a.backend {
-        BackendArg::Ndarray => {
-            run::diffusion::<fewstep_trainer::CpuTrain>(&opts, Default::default())
-        }
-        #[cfg(feature = "flex")]
-        BackendArg::Flex => run::diffusion::<fewstep_trainer::FlexTrain>(&opts, Default::default()),
-        #[cfg(not(feature = "flex"))]
-        BackendArg::Flex => {
-            anyhow::bail!("this build has no flex backend: rebuild with --features flex")
-        }
-        #[cfg(feature = "cuda")]
-        BackendArg::Cuda => run::diffusion::<fewstep_trainer::CudaTrain>(&opts, Default::default()),
-        #[cfg(not(feature = "cuda"))]
-        BackendArg::Cuda => {
-            anyhow::bail!("this build has no CUDA backend: rebuild with --features cuda")
-        }
-    }
+    on_backend!(a.backend, run::diffusion(&opts))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -521,27 +501,7 @@ fn consistency(a: ConsistencyArgs) -> Result<()> {
         init: String::new(),
         init_step: 0,
     };
-    match a.common.backend {
-        BackendArg::Ndarray => {
-            run::consistency::<fewstep_trainer::CpuTrain>(&opts, ccfg, Default::default())
-        }
-        #[cfg(feature = "flex")]
-        BackendArg::Flex => {
-            run::consistency::<fewstep_trainer::FlexTrain>(&opts, ccfg, Default::default())
-        }
-        #[cfg(not(feature = "flex"))]
-        BackendArg::Flex => {
-            anyhow::bail!("this build has no flex backend: rebuild with --features flex")
-        }
-        #[cfg(feature = "cuda")]
-        BackendArg::Cuda => {
-            run::consistency::<fewstep_trainer::CudaTrain>(&opts, ccfg, Default::default())
-        }
-        #[cfg(not(feature = "cuda"))]
-        BackendArg::Cuda => {
-            anyhow::bail!("this build has no CUDA backend: rebuild with --features cuda")
-        }
-    }
+    on_backend!(a.common.backend, run::consistency(&opts, ccfg))
 }
 
 fn progressive(a: ProgressiveArgs) -> Result<()> {
@@ -556,27 +516,7 @@ fn progressive(a: ProgressiveArgs) -> Result<()> {
         init: String::new(),
         init_step: 0,
     };
-    match a.common.backend {
-        BackendArg::Ndarray => {
-            run::progressive::<fewstep_trainer::CpuTrain>(&opts, pcfg, Default::default())
-        }
-        #[cfg(feature = "flex")]
-        BackendArg::Flex => {
-            run::progressive::<fewstep_trainer::FlexTrain>(&opts, pcfg, Default::default())
-        }
-        #[cfg(not(feature = "flex"))]
-        BackendArg::Flex => {
-            anyhow::bail!("this build has no flex backend: rebuild with --features flex")
-        }
-        #[cfg(feature = "cuda")]
-        BackendArg::Cuda => {
-            run::progressive::<fewstep_trainer::CudaTrain>(&opts, pcfg, Default::default())
-        }
-        #[cfg(not(feature = "cuda"))]
-        BackendArg::Cuda => {
-            anyhow::bail!("this build has no CUDA backend: rebuild with --features cuda")
-        }
-    }
+    on_backend!(a.common.backend, run::progressive(&opts, pcfg))
 }
 
 fn xvar(a: XvarArgs) -> Result<()> {

@@ -1,0 +1,109 @@
+//! Measures fewstep's own per-step overhead over a bare tract forward of the
+//! same graph, in a form that can run under `valgrind --tool=callgrind`
+//! (instruction counts do not depend on what else the machine is doing).
+//!
+//! ```sh
+//! python3 ../shared/bench/gen_unet.py bench/models
+//! cargo build --release -p fewstep --example overhead_probe
+//! P=target/release/examples/overhead_probe M=bench/models/unet_gn21.onnx
+//! $P bare $M 30; $P fewstep $M 30          # wall time per forward / step
+//! for m in bare fewstep; do for r in 1 3; do
+//!   valgrind --tool=callgrind --callgrind-out-file=cg.$m.$r $P $m $M $r
+//! done; done   # (Collected(3) - Collected(1)) / 2 = instructions per step
+//! ```
+//!
+//! `bare`: `into_optimized` plan of the raw graph at batch 1, constant input.
+//! `bare-rand`: the same with Gaussian input. `fewstep`: a seeded `generate`
+//! call of N steps through the public API, 1 thread. `FTZ=1` sets the x86
+//! flush-to-zero / denormals-are-zero flags first (to test for denormal
+//! slow paths).
+
+use std::error::Error;
+use std::time::Instant;
+
+use fewstep::fewstep_core::format::ImageShape;
+use fewstep::fewstep_core::rng::GaussianStream;
+use fewstep::fewstep_core::{Prediction, Schedule, StudentSteps};
+use fewstep::{Model, StampOptions};
+use tract_onnx::prelude::*;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: overhead_probe bare|bare-rand|fewstep MODEL.onnx [REPS]";
+    let mode = args.next().ok_or(usage)?;
+    let path = args.next().ok_or(usage)?;
+    let reps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+    if reps == 0 {
+        return Err("REPS must be at least 1".into());
+    }
+    if std::env::var_os("FTZ").is_some() {
+        set_flush_to_zero();
+    }
+    let bytes = std::fs::read(&path)?;
+    let mut proto = fewstep::decode(&bytes)?;
+    let opts = StampOptions {
+        prediction: Prediction::V,
+        schedule: Schedule::Cosine,
+        student_steps: StudentSteps(0),
+        image: ImageShape {
+            channels: 3,
+            height: 32,
+            width: 32,
+        },
+        num_classes: None,
+        data_range: None,
+        renames: vec![("x".into(), "z".into())],
+    };
+    let model: Model = fewstep::stamp(&mut proto, &opts, None)?;
+    let bytes = fewstep::encode(&proto);
+    match mode.as_str() {
+        "bare" | "bare-rand" => {
+            let plan = tract_onnx::onnx()
+                .model_for_read(&mut &bytes[..])?
+                .with_input_fact(0, f32::fact([1, 3, 32, 32]).into())?
+                .with_input_fact(1, f32::fact([1]).into())?
+                .into_optimized()?
+                .into_runnable()?;
+            let mut zv = vec![0.1f32; 3 * 32 * 32];
+            if mode == "bare-rand" {
+                GaussianStream::new(1, 0).fill(&mut zv);
+            }
+            let z = Tensor::from_shape(&[1, 3, 32, 32], &zv)?;
+            let t = Tensor::from_shape(&[1], &[0.5f32])?;
+            let t0 = Instant::now();
+            for _ in 0..reps {
+                plan.run(tvec![z.clone().into_tvalue(), t.clone().into_tvalue()])?;
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+            eprintln!("{mode}: {ms:.2} ms/forward");
+        }
+        "fewstep" => {
+            let t0 = Instant::now();
+            model
+                .generate()
+                .batch(1)
+                .seed(1)
+                .steps(u32::try_from(reps)?)
+                .threads(1)
+                .run()?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
+            eprintln!("fewstep: {ms:.2} ms/step");
+        }
+        other => return Err(format!("unknown mode {other:?}; {usage}").into()),
+    }
+    Ok(())
+}
+
+fn set_flush_to_zero() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: only sets the FTZ (bit 15) and DAZ (bit 6) flags of this
+        // thread's MXCSR; no memory is touched.
+        #[allow(deprecated)]
+        unsafe {
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            _mm_setcsr(_mm_getcsr() | 0x8040);
+        }
+        eprintln!("flush-to-zero / denormals-are-zero on");
+    }
+}
