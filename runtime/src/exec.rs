@@ -24,6 +24,9 @@ pub enum Execution {
     Batched,
 }
 
+/// At most this many pools (distinct thread counts) are kept per model.
+pub(crate) const MAX_CACHED_POOLS: usize = 4;
+
 /// Thread pools by size, shared by every call on a model.
 #[derive(Debug, Default)]
 pub(crate) struct Pools(Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>);
@@ -33,6 +36,12 @@ impl Pools {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = map.get(&threads) {
             return Ok(p.clone());
+        }
+        // Bounded: a caller cycling through many thread counts must not
+        // accumulate idle threads. Calls still running keep their pool alive
+        // through their own `Arc`; a dropped pool's threads exit.
+        if map.len() >= MAX_CACHED_POOLS {
+            map.clear();
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -235,4 +244,25 @@ fn copy_output(result: &TVec<TValue>, out: &mut [f32]) -> Result<(), GenerateErr
     }
     out.copy_from_slice(values);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_CACHED_POOLS, Pools};
+
+    #[test]
+    fn pool_cache_is_bounded_and_reuses_pools() {
+        let pools = Pools::default();
+        let a = pools.get(2).expect("pool");
+        let again = pools.get(2).expect("pool");
+        assert!(std::sync::Arc::ptr_eq(&a, &again));
+        for threads in 2..2 + 3 * MAX_CACHED_POOLS {
+            let p = pools.get(threads).expect("pool");
+            assert_eq!(p.current_num_threads(), threads);
+            let cached = pools.0.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+            assert!(cached <= MAX_CACHED_POOLS, "{cached} pools cached");
+        }
+        // A pool evicted from the cache stays usable by whoever holds it.
+        assert_eq!(a.install(|| rayon::current_num_threads()), 2);
+    }
 }
