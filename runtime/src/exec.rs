@@ -263,6 +263,6 @@ mod tests {
             assert!(cached <= MAX_CACHED_POOLS, "{cached} pools cached");
         }
         // A pool evicted from the cache stays usable by whoever holds it.
-        assert_eq!(a.install(|| rayon::current_num_threads()), 2);
+        assert_eq!(a.install(rayon::current_num_threads), 2);
     }
 }
