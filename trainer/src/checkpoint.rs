@@ -256,10 +256,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             // Best effort: not every platform can fsync a directory.
             let _ = d.sync_all();
         }
+        remove_stale_temporaries(dir, &name.to_string_lossy());
         Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes `.{name}.tmp-<pid>` files left by writers that were killed
+/// mid-write (their process no longer exists). Best effort, Linux only:
+/// elsewhere a live writer cannot be told from a dead one, so nothing is
+/// removed.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

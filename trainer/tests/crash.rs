@@ -207,6 +207,9 @@ fn sigkill_during_training_and_checkpointing_then_resume_matches_an_uninterrupte
 
     // Resume to the end.
     finish(spawn(&data, &run));
+    // The writers killed mid-write left temporary files; the next
+    // successful checkpoint removed them.
+    assert_eq!(tmp_files(&run), Vec::<PathBuf>::new(), "stale temporaries");
     let resumed = Checkpoint::load(&run).unwrap();
     assert_eq!(resumed.meta.step, STEPS);
     assert_eq!(resumed.meta.log, reference.meta.log);
