@@ -189,6 +189,7 @@ impl From<GenerateError> for Failure {
             GenerateError::Plan(_) => FEWSTEP_ERROR_STEPS,
             GenerateError::ZeroBatch
             | GenerateError::ZeroThreads
+            | GenerateError::NoModel
             | GenerateError::NoiseShape { .. }
             | GenerateError::NoiseNotFinite
             | GenerateError::BadGuidance(_) => FEWSTEP_ERROR_INVALID_ARGUMENT,

@@ -101,6 +101,12 @@ pub enum GenerateError {
     /// Thread count 0.
     #[error("thread count must be at least 1")]
     ZeroThreads,
+    /// [`crate::GenerateRequest::run`] on a request made by
+    /// `GenerateRequest::new()`, which names no model.
+    #[error(
+        "the request has no model: run it with model.run(request), or build it with model.generate()"
+    )]
+    NoModel,
     /// The request would need more memory than its budget allows (refused
     /// before anything is allocated).
     #[error(

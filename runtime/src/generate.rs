@@ -214,9 +214,7 @@ impl<'a> GenerateRequest<'a> {
     pub fn run(self) -> Result<Images, GenerateError> {
         match self.model {
             Some(m) => m.run(self),
-            None => Err(GenerateError::Tract(
-                "request has no model: call model.run(request)".into(),
-            )),
+            None => Err(GenerateError::NoModel),
         }
     }
 }

@@ -247,6 +247,7 @@ fn generation_errors() {
         GenerateError::Unconditional { what: "guidance" }
     ));
     let e = fewstep::GenerateRequest::new().run().unwrap_err();
+    assert!(matches!(e, GenerateError::NoModel), "{e:?}");
     assert!(e.to_string().contains("model.run"));
 
     let mut cm = spec();
