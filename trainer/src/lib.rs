@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod consistency;
 pub mod data;
+pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod plot;
