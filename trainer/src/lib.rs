@@ -10,9 +10,11 @@
 //! feature; `Flex` with the `flex` feature.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod consistency;
 pub mod data;
+pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod onnx;

@@ -3,11 +3,14 @@
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fewstep_core::SamplerChoice;
+use fewstep_trainer::classifier::ClassifierOptions;
 use fewstep_trainer::config::{
     ConsistencyConfig, ConsistencyMode, ProgressiveConfig, TeacherSampler, TrainConfig,
     parse_schedule_arg,
 };
 use fewstep_trainer::data::PngOptions;
+use fewstep_trainer::eval::EvalOptions;
 use fewstep_trainer::run::{self, DiffusionOptions, DistillOptions, ModelOverrides};
 use fewstep_trainer::xvar::XvarOptions;
 use std::path::PathBuf;
@@ -40,6 +43,12 @@ enum Command {
     Export(ExportArgs),
     /// Measure training throughput (examples/s); writes nothing.
     Bench(BenchArgs),
+    /// Train the small CNN classifier whose features `eval` scores samples
+    /// with (idx: train-*/t10k-* split; PNG folder: every 10th image tests).
+    Classifier(ClassifierArgs),
+    /// Quality benchmark of an exported model: generate N samples through
+    /// the runtime, KID/FID against the test split, class histogram.
+    Eval(Box<EvalArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -546,6 +555,185 @@ fn xvar(a: XvarArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+struct ClassifierArgs {
+    /// An idx directory (train-* and t10k-* files) or a folder of PNGs in
+    /// class sub-folders.
+    #[arg(long)]
+    data: PathBuf,
+    /// Run directory: classifier.fscl and classifier.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Passes over the training split.
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    /// Examples per step.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed of the initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on only the first N training images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// PNG folders: resize to SIZE x SIZE.
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// PNG folders: 1 (grey) or 3 (RGB) channels.
+    #[arg(long, default_value_t = 3)]
+    image_channels: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Flex)]
+    backend: BackendArg,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn classifier(a: ClassifierArgs) -> Result<()> {
+    let opts = ClassifierOptions {
+        data: a.data,
+        out: a.out,
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        seed: a.seed,
+        limit: a.limit,
+        png: PngOptions {
+            size: a.image_size,
+            channels: a.image_channels,
+        },
+        quiet: a.quiet,
+    };
+    let meta = on_backend!(a.backend, fewstep_trainer::classifier::train(&opts))?;
+    println!(
+        "test accuracy: {:.2}% ({} images)",
+        100.0 * meta.test_accuracy,
+        meta.test_images
+    );
+    Ok(())
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum EvalSamplerArg {
+    /// The model's default: T DDIM steps for a consistency model, aDDIM for
+    /// a diffusion model.
+    Auto,
+    /// DDIM.
+    Ddim,
+    /// aDDIM.
+    Addim,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// The fewstep ONNX model to benchmark.
+    #[arg(long)]
+    model: PathBuf,
+    /// The classifier run directory (or its classifier.fscl).
+    #[arg(long)]
+    classifier: PathBuf,
+    /// The dataset whose test split is the reference (as for `classifier`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Samples to generate.
+    #[arg(long)]
+    n: usize,
+    /// Sampling steps (default: the model's own).
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Sampler.
+    #[arg(long, value_enum, default_value_t = EvalSamplerArg::Auto)]
+    sampler: EvalSamplerArg,
+    /// Seed of the noise (image k gets noise k at any --batch), the KID
+    /// subsets and the floor's images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Runtime threads (default: all available).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Images per runtime call.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Name of the result row (default: model file stem, steps, sampler).
+    #[arg(long)]
+    name: Option<String>,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Write a PNG grid of the first --grid-count samples.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Samples in the grid.
+    #[arg(long, default_value_t = 100)]
+    grid_count: usize,
+    /// Also score N real training images against the same reference (the
+    /// real-vs-real floor of both metrics).
+    #[arg(long)]
+    floor: bool,
+    /// Backend of the classifier.
+    #[arg(long, value_enum, default_value_t = BackendArg::Flex)]
+    backend: BackendArg,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Fails early (before minutes of work) when an output's folder is missing.
+fn check_parent(path: &std::path::Path, flag: &str) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        anyhow::bail!(
+            "{flag} {}: folder {} does not exist",
+            path.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    if let Some(r) = &a.results {
+        check_parent(r, "--results")?;
+    }
+    if let Some(g) = &a.grid {
+        check_parent(g, "--grid")?;
+    }
+    let opts = EvalOptions {
+        model: a.model,
+        classifier: a.classifier,
+        data: a.data,
+        n: a.n,
+        steps: a.steps,
+        sampler: match a.sampler {
+            EvalSamplerArg::Auto => SamplerChoice::Auto,
+            EvalSamplerArg::Ddim => SamplerChoice::Ddim,
+            EvalSamplerArg::Addim => SamplerChoice::Addim,
+        },
+        seed: a.seed,
+        threads: a.threads,
+        batch: a.batch,
+        name: a.name,
+        grid: a.grid,
+        grid_count: a.grid_count,
+        floor: a.floor,
+        quiet: a.quiet,
+    };
+    let record = on_backend!(a.backend, fewstep_trainer::eval::evaluate(&opts))?;
+    println!("{}", fewstep_trainer::eval::format_report(&record));
+    if let Some(r) = &a.results {
+        fewstep_trainer::eval::append_result(r, &record)?;
+        eprintln!("appended to {}", r.display());
+    }
+    Ok(())
+}
+
 /// A clap error on one line (`error: ... [possible values: ...]`), without
 /// the usage block: the CLI's errors are all one line.
 fn one_line(e: &clap::Error) -> String {
@@ -594,6 +782,8 @@ fn main() -> ExitCode {
             eprintln!("wrote {} ({size} bytes)", a.out.display());
         }),
         Command::Bench(a) => bench(a),
+        Command::Classifier(a) => classifier(a),
+        Command::Eval(a) => eval(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,14 +102,12 @@ pub struct Kid {
 /// the same user seed).
 const KID_SALT: u64 = 0x6b69_645f_7375_6273;
 
-/// `m` distinct indices of `0..n`, a partial Fisher–Yates shuffle driven by
-/// core's counter-based RNG. The stream depends on the seed, the subset
-/// number and `n` only, not on which argument of [`kid`] the set is, so
-/// `kid(a, b)` and `kid(b, a)` use the same subsets (and agree up to the
-/// rounding of the sums' order).
-fn subset_indices(seed: u64, subset: usize, n: usize, m: usize) -> Vec<usize> {
-    let stream = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ subset as u64;
-    let mut rng = UniformStream::new(seed ^ KID_SALT, stream);
+/// `m` distinct indices of `0..n` (all of them, shuffled, when `m >= n`):
+/// a partial Fisher–Yates shuffle driven by core's counter-based RNG stream
+/// `(seed, stream)`, so the choice is the same on every platform.
+pub fn random_indices(seed: u64, stream: u64, n: usize, m: usize) -> Vec<usize> {
+    let m = m.min(n);
+    let mut rng = UniformStream::new(seed, stream);
     let mut idx: Vec<usize> = (0..n).collect();
     for i in 0..m {
         let span = n - i;
@@ -118,6 +116,15 @@ fn subset_indices(seed: u64, subset: usize, n: usize, m: usize) -> Vec<usize> {
     }
     idx.truncate(m);
     idx
+}
+
+/// The samples of KID subset `subset` of a set of `n`. The stream depends
+/// on the seed, the subset number and `n` only, not on which argument of
+/// [`kid`] the set is, so `kid(a, b)` and `kid(b, a)` use the same subsets
+/// (and agree up to the rounding of the sums' order).
+fn subset_indices(seed: u64, subset: usize, n: usize, m: usize) -> Vec<usize> {
+    let stream = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ subset as u64;
+    random_indices(seed ^ KID_SALT, stream, n, m)
 }
 
 /// Sum of `(g / d + 1)³` over the entries of the Gram matrix `g`, with or
