@@ -203,7 +203,7 @@ pub fn score<B: Backend>(
 ) -> Result<Scores> {
     let d = cfg.image_len();
     ensure!(
-        d > 0 && images.len() % d == 0,
+        d > 0 && images.len().is_multiple_of(d),
         "{} values are not whole {} images",
         images.len(),
         cfg.shape()

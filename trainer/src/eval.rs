@@ -14,7 +14,7 @@ use crate::data::PngOptions;
 use crate::metrics::{self, Features, Kid};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use burn::tensor::backend::AutodiffBackend;
-use fewstep::{Model, SamplerChoice};
+use fewstep::{LoadError, Model, SamplerChoice};
 use fewstep_core::format::DataRange;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -162,9 +162,11 @@ pub fn evaluate<B: AutodiffBackend>(opts: &EvalOptions, device: B::Device) -> Re
         "--grid-count must be >= 1"
     );
 
-    let model = Model::load(&opts.model)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("model {}", opts.model.display()))?;
+    let model = Model::load(&opts.model).map_err(|e| match e {
+        // Already names the file.
+        LoadError::Io { .. } => anyhow!("{e}"),
+        _ => anyhow!("model {}: {e}", opts.model.display()),
+    })?;
     let meta = model.metadata();
     let plan = model
         .plan(opts.steps, opts.sampler)

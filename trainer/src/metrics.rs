@@ -423,7 +423,7 @@ mod tests {
     /// Rows `i` of a Sylvester Hadamard matrix of size `n` (a power of two),
     /// columns `1..=d`: zero-mean ±1 columns, pairwise orthogonal.
     fn hadamard_column(i: usize, j: usize) -> f64 {
-        if (i & j).count_ones() % 2 == 0 {
+        if (i & j).count_ones().is_multiple_of(2) {
             1.0
         } else {
             -1.0
