@@ -20,6 +20,7 @@ pub mod model;
 pub mod onnx;
 pub mod plot;
 pub mod progressive;
+pub mod report;
 pub mod run;
 pub mod sample;
 pub mod train;

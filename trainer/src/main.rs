@@ -1,7 +1,7 @@
 //! `fewstep-train`: diffusion pretraining, multistep consistency training and
 //! distillation, progressive distillation, the aDDIM xvar table, ONNX export.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fewstep_core::SamplerChoice;
 use fewstep_trainer::classifier::ClassifierOptions;
@@ -49,6 +49,40 @@ enum Command {
     /// Quality benchmark of an exported model: generate N samples through
     /// the runtime, KID/FID against the test split, class histogram.
     Eval(Box<EvalArgs>),
+    /// Turn `eval --results` JSON lines into docs/RESULTS.md's tables,
+    /// target checks and quality-vs-latency plots.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The JSON-lines file of `eval --results`.
+    #[arg(long)]
+    results: PathBuf,
+    /// The markdown file; only its generated part is replaced.
+    #[arg(long)]
+    out: PathBuf,
+    /// Folder of the plots (quality-latency-DATASET.png).
+    #[arg(long)]
+    plots: PathBuf,
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    use fewstep_trainer::report;
+    let rows = report::read_records(&a.results)?;
+    std::fs::create_dir_all(&a.plots)
+        .with_context(|| format!("cannot create {}", a.plots.display()))?;
+    let doc_dir = a
+        .out
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let generated = report::render(&rows, &a.plots, &doc_dir)?;
+    let old = std::fs::read_to_string(&a.out).ok();
+    let doc = report::splice(old.as_deref(), &generated);
+    fewstep_trainer::checkpoint::write_atomic(&a.out, doc.as_bytes())?;
+    println!("wrote {} ({} rows)", a.out.display(), rows.len());
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -784,6 +818,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench(a),
         Command::Classifier(a) => classifier(a),
         Command::Eval(a) => eval(*a),
+        Command::Report(a) => report(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,378 @@
+//! `fewstep-train report`: turns the JSON lines of `fewstep-train eval` into
+//! docs/RESULTS.md's tables, the paper's targets checked against them, and a
+//! quality-vs-latency plot per dataset.
+//!
+//! A row's `name` is `DATASET|METHOD` (e.g. `fmnist|CD`); rows keep the order
+//! of the file within each dataset and method, and a later line for the same
+//! (name, steps, sampler) replaces an earlier one (re-running one row is
+//! cheap).
+
+use crate::plot::{Series, series_color, write_scatter};
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One line of `fewstep-train eval --results`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EvalRecord {
+    /// `DATASET|METHOD`.
+    pub name: String,
+    /// The ONNX file.
+    pub model: String,
+    /// Sampling steps.
+    pub steps: u32,
+    /// `ddim` or `addim`.
+    pub sampler: String,
+    /// Generated samples.
+    pub n: usize,
+    /// KID mean.
+    pub kid_mean: f64,
+    /// KID standard deviation over subsets.
+    pub kid_std: f64,
+    /// FID.
+    pub fid: f64,
+    /// Real-vs-real KID floor (same N).
+    pub floor_kid_mean: Option<f64>,
+    /// Its standard deviation.
+    pub floor_kid_std: Option<f64>,
+    /// Real-vs-real FID floor.
+    pub floor_fid: Option<f64>,
+    /// Wall time of generation per sample.
+    pub ms_per_sample: f64,
+    /// Threads of the runtime.
+    pub threads: Option<usize>,
+    /// Predicted-class counts of the samples.
+    #[serde(default)]
+    pub class_hist: Vec<u64>,
+    /// Fraction of samples classified as their requested label.
+    pub label_agreement: Option<f64>,
+    /// The grid PNG of the first samples.
+    pub grid: Option<String>,
+}
+
+impl EvalRecord {
+    fn dataset(&self) -> &str {
+        self.name.split_once('|').map_or("", |(d, _)| d)
+    }
+
+    fn method(&self) -> &str {
+        self.name.split_once('|').map_or(&self.name, |(_, m)| m)
+    }
+}
+
+/// Reads a JSON-lines file of eval records (later duplicates win).
+pub fn read_records(path: &Path) -> Result<Vec<EvalRecord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out: Vec<EvalRecord> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: EvalRecord = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not an eval record", path.display(), i + 1))?;
+        if let Some(old) = out
+            .iter_mut()
+            .find(|o| o.name == r.name && o.steps == r.steps && o.sampler == r.sampler)
+        {
+            *old = r;
+        } else {
+            out.push(r);
+        }
+    }
+    if out.is_empty() {
+        bail!("{} holds no eval records", path.display());
+    }
+    Ok(out)
+}
+
+fn find<'a>(
+    rows: &'a [EvalRecord],
+    dataset: &str,
+    method: &str,
+    steps: u32,
+) -> Option<&'a EvalRecord> {
+    rows.iter()
+        .find(|r| r.dataset() == dataset && r.method() == method && r.steps == steps)
+}
+
+/// Percent change of `a` over `b`, for the targets (`None` when `b` is not a
+/// usable reference).
+fn rel(a: f64, b: f64) -> Option<f64> {
+    (b.abs() > 0.0).then(|| 100.0 * (a - b) / b.abs())
+}
+
+/// The paper's targets, checked on the rows of `dataset`: one line each.
+fn targets(rows: &[EvalRecord], dataset: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let teacher = find(rows, dataset, "teacher aDDIM", 512);
+    for (t, limit) in [(8, 10.0), (4, 30.0)] {
+        match (find(rows, dataset, "CD", t), teacher) {
+            (Some(cd), Some(tr)) => {
+                let r = rel(cd.kid_mean, tr.kid_mean);
+                let verdict = match r {
+                    Some(r) if r <= limit => "met",
+                    Some(_) => "NOT met",
+                    None => "undefined (teacher KID is 0)",
+                };
+                out.push(format!(
+                    "- {t}-step CD within {limit:.0} % of the teacher's 512-step aDDIM KID: \
+                     {:.2} vs {:.2} (×1e-3), {} → **{verdict}**",
+                    1e3 * cd.kid_mean,
+                    1e3 * tr.kid_mean,
+                    r.map_or("n/a".into(), |r| format!("{r:+.0} %")),
+                ));
+            }
+            _ => out.push(format!(
+                "- {t}-step CD vs the teacher's 512-step aDDIM: rows missing"
+            )),
+        }
+    }
+    for t in [1, 2, 4, 8] {
+        if let Some(pd) = find(rows, dataset, "PD", t) {
+            for m in ["CD", "CT"] {
+                if let Some(cm) = find(rows, dataset, m, t) {
+                    let better = cm.kid_mean < pd.kid_mean;
+                    out.push(format!(
+                        "- {m} better than PD at {t} steps: KID {:.2} vs {:.2}, FID {:.2} vs {:.2} → **{}**",
+                        1e3 * cm.kid_mean,
+                        1e3 * pd.kid_mean,
+                        cm.fid,
+                        pd.fid,
+                        if better { "yes" } else { "no" }
+                    ));
+                }
+            }
+        }
+    }
+    for t in [4, 8, 16, 64] {
+        if let (Some(a), Some(d)) = (
+            find(rows, dataset, "teacher aDDIM", t),
+            find(rows, dataset, "teacher DDIM", t),
+        ) {
+            out.push(format!(
+                "- aDDIM better than DDIM at {t} steps: KID {:.2} vs {:.2}, FID {:.2} vs {:.2} → **{}**",
+                1e3 * a.kid_mean,
+                1e3 * d.kid_mean,
+                a.fid,
+                d.fid,
+                if a.kid_mean < d.kid_mean { "yes" } else { "no" }
+            ));
+        }
+    }
+    out
+}
+
+/// Writes the markdown tables (one per dataset) and, per dataset, a
+/// quality-vs-latency plot `PLOT_DIR/quality-latency-DATASET.png`. Returns the
+/// markdown (without any hand-written preamble: the caller adds it).
+pub fn render(rows: &[EvalRecord], plot_dir: &Path, doc_dir: &Path) -> Result<String> {
+    let mut datasets: Vec<&str> = Vec::new();
+    for r in rows {
+        if !datasets.contains(&r.dataset()) {
+            datasets.push(r.dataset());
+        }
+    }
+    let mut md = String::new();
+    for ds in datasets {
+        let ds_rows: Vec<&EvalRecord> = rows.iter().filter(|r| r.dataset() == ds).collect();
+        let mut methods: Vec<&str> = Vec::new();
+        for r in &ds_rows {
+            if !methods.contains(&r.method()) {
+                methods.push(r.method());
+            }
+        }
+        let n = ds_rows[0].n;
+        writeln!(md, "\n## {ds}\n")?;
+        if ds_rows.iter().any(|r| r.n != n) {
+            writeln!(md, "**Warning: rows differ in N.**\n")?;
+        }
+        let floor = ds_rows.iter().find(|r| r.floor_kid_mean.is_some());
+        if let Some(f) = floor {
+            writeln!(
+                md,
+                "Real-vs-real floor (N = {n} training images vs the reference set, same metric): \
+                 KID {:.2} ± {:.2} ×1e-3, FID {:.2}.\n",
+                1e3 * f.floor_kid_mean.unwrap_or(f64::NAN),
+                1e3 * f.floor_kid_std.unwrap_or(f64::NAN),
+                f.floor_fid.unwrap_or(f64::NAN),
+            )?;
+        }
+        writeln!(
+            md,
+            "| method | steps | sampler | KID ×1e-3 (± std) | FID | ms / sample | label agreement | samples |"
+        )?;
+        writeln!(md, "|---|---:|---|---:|---:|---:|---:|---|")?;
+        for r in &ds_rows {
+            let grid = r.grid.as_deref().map_or(String::from("—"), |g| {
+                let p = PathBuf::from(g);
+                let shown = p.strip_prefix(doc_dir).unwrap_or(&p);
+                format!("[grid]({})", shown.display())
+            });
+            writeln!(
+                md,
+                "| {} | {} | {} | {:.2} ± {:.2} | {:.2} | {:.2} | {} | {} |",
+                r.method(),
+                r.steps,
+                r.sampler,
+                1e3 * r.kid_mean,
+                1e3 * r.kid_std,
+                r.fid,
+                r.ms_per_sample,
+                r.label_agreement
+                    .map_or("—".into(), |a| format!("{:.1} %", 100.0 * a)),
+                grid
+            )?;
+        }
+        let t = targets(rows, ds);
+        if !t.is_empty() {
+            writeln!(md, "\nTargets (KID ×1e-3):\n")?;
+            for line in t {
+                writeln!(md, "{line}")?;
+            }
+        }
+        let series: Vec<Series> = methods
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut pts: Vec<(u32, f64, f64)> = ds_rows
+                    .iter()
+                    .filter(|r| r.method() == *m)
+                    .map(|r| (r.steps, r.ms_per_sample, r.fid))
+                    .collect();
+                pts.sort_by_key(|p| p.0);
+                Series {
+                    name: (*m).to_string(),
+                    color: series_color(i),
+                    points: pts.into_iter().map(|p| (p.1, p.2)).collect(),
+                }
+            })
+            .collect();
+        let plot = plot_dir.join(format!("quality-latency-{ds}.png"));
+        write_scatter(&plot, ds, "ms per sample", "FID", &series)?;
+        let shown = plot.strip_prefix(doc_dir).unwrap_or(&plot);
+        writeln!(md, "\n![FID vs ms per sample, {ds}]({})\n", shown.display())?;
+    }
+    Ok(md)
+}
+
+/// Markers around the generated part of the results document.
+pub const BEGIN: &str = "<!-- generated by `fewstep-train report`: do not edit below -->";
+/// See [`BEGIN`].
+pub const END: &str = "<!-- end of generated part -->";
+
+/// Replaces the generated part of `doc` (between [`BEGIN`] and [`END`]) with
+/// `generated`, keeping the hand-written text around it; a new document gets
+/// a one-line title.
+pub fn splice(doc: Option<&str>, generated: &str) -> String {
+    let body = format!("{BEGIN}\n{generated}\n{END}\n");
+    match doc {
+        Some(d) => match (d.find(BEGIN), d.find(END)) {
+            (Some(b), Some(e)) if e > b => {
+                format!(
+                    "{}{body}{}",
+                    &d[..b],
+                    d[e + END.len()..].trim_start_matches('\n')
+                )
+            }
+            _ => format!("{}\n\n{body}", d.trim_end()),
+        },
+        None => format!("# Results\n\n{body}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, steps: u32, sampler: &str, kid: f64, fid: f64) -> EvalRecord {
+        EvalRecord {
+            name: name.into(),
+            model: "m.onnx".into(),
+            steps,
+            sampler: sampler.into(),
+            n: 100,
+            kid_mean: kid,
+            kid_std: 0.0,
+            fid,
+            floor_kid_mean: Some(0.0001),
+            floor_kid_std: Some(0.0),
+            floor_fid: Some(0.5),
+            ms_per_sample: steps as f64,
+            threads: Some(1),
+            class_hist: vec![],
+            label_agreement: None,
+            grid: None,
+        }
+    }
+
+    #[test]
+    fn splice_keeps_the_hand_written_text() {
+        let first = splice(None, "T1");
+        assert!(first.starts_with("# Results") && first.contains("T1"));
+        let edited = first.replace("# Results", "# Results\n\nintro") + "\nafter\n";
+        let second = splice(Some(&edited), "T2");
+        assert!(second.contains("intro") && second.contains("after"));
+        assert!(second.contains("T2") && !second.contains("T1"));
+        assert_eq!(second.matches(BEGIN).count(), 1);
+    }
+
+    #[test]
+    fn targets_compare_the_right_rows() {
+        let rows = vec![
+            rec("f|teacher aDDIM", 512, "addim", 0.010, 5.0),
+            rec("f|CD", 8, "ddim", 0.0105, 6.0),
+            rec("f|CD", 4, "ddim", 0.014, 7.0),
+            rec("f|PD", 4, "ddim", 0.020, 9.0),
+            rec("f|teacher aDDIM", 4, "addim", 0.05, 20.0),
+            rec("f|teacher DDIM", 4, "ddim", 0.08, 30.0),
+        ];
+        let t = targets(&rows, "f");
+        assert!(
+            t[0].contains("8-step CD") && t[0].ends_with("**met**"),
+            "{}",
+            t[0]
+        );
+        assert!(
+            t[1].contains("4-step CD") && t[1].ends_with("**NOT met**"),
+            "{}",
+            t[1]
+        );
+        assert!(
+            t.iter()
+                .any(|l| l.contains("CD better than PD at 4 steps") && l.ends_with("**yes**"))
+        );
+        assert!(
+            t.iter()
+                .any(|l| l.contains("aDDIM better than DDIM at 4") && l.ends_with("**yes**"))
+        );
+    }
+
+    #[test]
+    fn later_lines_replace_earlier_ones_and_render_writes_a_plot() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.jsonl");
+        let line = |kid: f64| {
+            format!(
+                "{{\"name\":\"fm|CD\",\"model\":\"m\",\"steps\":4,\"sampler\":\"ddim\",\"n\":10,\
+                 \"kid_mean\":{kid},\"kid_std\":0.001,\"fid\":3.0,\"floor_kid_mean\":null,\
+                 \"floor_kid_std\":null,\"floor_fid\":null,\"ms_per_sample\":2.0,\"threads\":1,\
+                 \"class_hist\":[5,5],\"label_agreement\":0.9,\"grid\":null}}\n"
+            )
+        };
+        std::fs::write(&f, line(0.5) + &line(0.25)).unwrap();
+        let rows = read_records(&f).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].kid_mean, 0.25);
+        let md = render(&rows, dir.path(), dir.path()).unwrap();
+        assert!(
+            md.contains("| CD | 4 | ddim | 250.00 ± 1.00 | 3.00 | 2.00 | 90.0 % |"),
+            "{md}"
+        );
+        assert!(dir.path().join("quality-latency-fm.png").exists());
+        std::fs::write(&f, "not json\n").unwrap();
+        let err = read_records(&f).unwrap_err().to_string();
+        assert!(err.contains("r.jsonl:1"), "{err}");
+    }
+}
