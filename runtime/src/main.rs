@@ -48,9 +48,11 @@ enum Command {
         /// Number of images.
         #[arg(long)]
         batch: Option<usize>,
-        /// Class label for every image (class-conditional models).
-        #[arg(long, allow_negative_numbers = true)]
-        label: Option<i64>,
+        /// Class label for every image (class-conditional models); a
+        /// comma-separated list (`0,1,2`) is taken cyclically: image i gets
+        /// the (i mod len)-th label.
+        #[arg(long, allow_negative_numbers = true, value_delimiter = ',')]
+        label: Vec<i64>,
         /// Classifier-free guidance scale (1 = none).
         #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         guidance: f32,
@@ -190,6 +192,7 @@ fn run(cmd: Command) -> Result<(), String> {
                 SamplerArg::Addim => SamplerChoice::Addim,
             };
             let plan = m.plan(steps, sampler).map_err(|e| e.to_string())?;
+            let n_images;
             let mut req = m
                 .generate()
                 .steps(plan.steps())
@@ -222,12 +225,16 @@ fn run(cmd: Command) -> Result<(), String> {
                         shape[0]
                     ));
                 }
+                n_images = shape[0];
                 req = req.noise(values);
             } else {
-                req = req.seed(seed.unwrap_or(0)).batch(batch.unwrap_or(1));
+                n_images = batch.unwrap_or(1);
+                req = req.seed(seed.unwrap_or(0)).batch(n_images);
             }
-            if let Some(l) = label {
+            if let [l] = label[..] {
                 req = req.label(l);
+            } else if !label.is_empty() {
+                req = req.labels((0..n_images).map(|i| label[i % label.len()]).collect());
             }
             if let Some(t) = threads {
                 req = req.threads(t);

@@ -222,6 +222,59 @@ fn generate_errors_are_one_line() {
         .success()
     );
 
+    // A label list is taken cyclically: image i of `--label 0,2` equals
+    // image i of a run with that one label (same seed, same noise).
+    let npy = |labels: &str, name: &str| {
+        let p = tmp(name);
+        let out = run(&[
+            "generate",
+            "--model",
+            s(&cond),
+            "--label",
+            labels,
+            "--batch",
+            "2",
+            "--seed",
+            "3",
+            "-q",
+            "--out",
+            s(&p),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fewstep::read_npy(&p).unwrap().0
+    };
+    let (mixed, only0, only2) = (
+        npy("0,2", "l02.npy"),
+        npy("0", "l0.npy"),
+        npy("2", "l2.npy"),
+    );
+    let half = mixed.len() / 2;
+    assert_ne!(
+        only0[half..],
+        only2[half..],
+        "the label must change the output"
+    );
+    assert_eq!(mixed[..half], only0[..half]);
+    assert_eq!(mixed[half..], only2[half..]);
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&cond),
+            "--label",
+            "0,5",
+            "--batch",
+            "2",
+            "--out",
+            o,
+        ]),
+        "label 5",
+    );
+
     // Noise of the wrong shape, and a file that is not .npy.
     let noise = tmp("bad_noise.npy");
     std::fs::write(&noise, fewstep::npy_bytes(&[0.0; 20], &[1, 1, 4, 5])).unwrap();
