@@ -22,6 +22,7 @@ THREADS=${THREADS:-1}
 DOC=${DOC:-docs}
 GRIDS=${GRIDS:-$DOC/results}
 ONLY=${ONLY:-}
+MAX_STEPS=${MAX_STEPS:-100000}
 RESULTS="$RUNS/results.jsonl"
 ONNX="$RUNS/onnx"
 mkdir -p "$GRIDS"
@@ -41,7 +42,8 @@ if [ -d "$EMOJI" ]; then
 fi
 
 rows=()
-# row DATASET METHOD MODEL STEPS SAMPLER
+# row DATASET METHOD MODEL STEPS SAMPLER (ONLY=text keeps the rows whose
+# name holds it; MAX_STEPS skips longer rows)
 row() { rows+=("$1|$2|$3|$4|$5"); }
 # Longest first, so the two slots stay busy.
 for s in 512 64 16 8 4; do
@@ -80,6 +82,10 @@ for r in "${rows[@]}"; do
   name="$ds|$method"
   [ -n "$ONLY" ] && [[ "$name" != *$ONLY* ]] && continue
   if have "$name" "$steps" "$sampler"; then continue; fi
+  if [ "$steps" -gt "$MAX_STEPS" ]; then
+    echo "skip $name $steps $sampler: more than MAX_STEPS=$MAX_STEPS steps"
+    continue
+  fi
   if [ ! -f "$ONNX/$model.onnx" ]; then
     echo "skip $name $steps $sampler: $ONNX/$model.onnx missing"
     continue

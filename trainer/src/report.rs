@@ -118,9 +118,9 @@ fn targets(rows: &[EvalRecord], dataset: &str) -> Vec<String> {
                 };
                 out.push(format!(
                     "- {t}-step CD within {limit:.0} % of the teacher's 512-step aDDIM KID: \
-                     {:.2} vs {:.2} (×1e-3), {} → **{verdict}**",
-                    1e3 * cd.kid_mean,
-                    1e3 * tr.kid_mean,
+                     {:.2} vs {:.2}, {} → **{verdict}**",
+                    cd.kid_mean,
+                    tr.kid_mean,
                     r.map_or("n/a".into(), |r| format!("{r:+.0} %")),
                 ));
             }
@@ -136,8 +136,8 @@ fn targets(rows: &[EvalRecord], dataset: &str) -> Vec<String> {
                     let better = cm.kid_mean < pd.kid_mean;
                     out.push(format!(
                         "- {m} better than PD at {t} steps: KID {:.2} vs {:.2}, FID {:.2} vs {:.2} → **{}**",
-                        1e3 * cm.kid_mean,
-                        1e3 * pd.kid_mean,
+                        cm.kid_mean,
+                        pd.kid_mean,
                         cm.fid,
                         pd.fid,
                         if better { "yes" } else { "no" }
@@ -153,8 +153,8 @@ fn targets(rows: &[EvalRecord], dataset: &str) -> Vec<String> {
         ) {
             out.push(format!(
                 "- aDDIM better than DDIM at {t} steps: KID {:.2} vs {:.2}, FID {:.2} vs {:.2} → **{}**",
-                1e3 * a.kid_mean,
-                1e3 * d.kid_mean,
+                a.kid_mean,
+                d.kid_mean,
                 a.fid,
                 d.fid,
                 if a.kid_mean < d.kid_mean { "yes" } else { "no" }
@@ -193,15 +193,15 @@ pub fn render(rows: &[EvalRecord], plot_dir: &Path, doc_dir: &Path) -> Result<St
             writeln!(
                 md,
                 "Real-vs-real floor (N = {n} training images vs the reference set, same metric): \
-                 KID {:.2} ± {:.2} ×1e-3, FID {:.2}.\n",
-                1e3 * f.floor_kid_mean.unwrap_or(f64::NAN),
-                1e3 * f.floor_kid_std.unwrap_or(f64::NAN),
+                 KID {:.3} ± {:.3}, FID {:.2}.\n",
+                f.floor_kid_mean.unwrap_or(f64::NAN),
+                f.floor_kid_std.unwrap_or(f64::NAN),
                 f.floor_fid.unwrap_or(f64::NAN),
             )?;
         }
         writeln!(
             md,
-            "| method | steps | sampler | KID ×1e-3 (± std) | FID | ms / sample | label agreement | samples |"
+            "| method | steps | sampler | KID (± std) | FID | ms / sample | label agreement | samples |"
         )?;
         writeln!(md, "|---|---:|---|---:|---:|---:|---:|---|")?;
         for r in &ds_rows {
@@ -212,12 +212,12 @@ pub fn render(rows: &[EvalRecord], plot_dir: &Path, doc_dir: &Path) -> Result<St
             });
             writeln!(
                 md,
-                "| {} | {} | {} | {:.2} ± {:.2} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {} | {} | {:.3} ± {:.3} | {:.2} | {:.1} | {} | {} |",
                 r.method(),
                 r.steps,
                 r.sampler,
-                1e3 * r.kid_mean,
-                1e3 * r.kid_std,
+                r.kid_mean,
+                r.kid_std,
                 r.fid,
                 r.ms_per_sample,
                 r.label_agreement
@@ -227,7 +227,7 @@ pub fn render(rows: &[EvalRecord], plot_dir: &Path, doc_dir: &Path) -> Result<St
         }
         let t = targets(rows, ds);
         if !t.is_empty() {
-            writeln!(md, "\nTargets (KID ×1e-3):\n")?;
+            writeln!(md, "\nTargets (KID in these features; lower is better):\n")?;
             for line in t {
                 writeln!(md, "{line}")?;
             }
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(rows[0].kid_mean, 0.25);
         let md = render(&rows, dir.path(), dir.path()).unwrap();
         assert!(
-            md.contains("| CD | 4 | ddim | 250.00 ± 1.00 | 3.00 | 2.00 | 90.0 % |"),
+            md.contains("| CD | 4 | ddim | 0.250 ± 0.001 | 3.00 | 2.0 | 90.0 % | — |"),
             "{md}"
         );
         assert!(dir.path().join("quality-latency-fm.png").exists());
