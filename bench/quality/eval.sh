@@ -6,7 +6,7 @@
 #
 # Each row samples N images through the runtime (`fewstep-train eval`), scores
 # them with the Fashion-MNIST (or emoji) classifier's features against the test
-# split, and appends one JSON line to $RUNS/results.jsonl; rows already there
+# split, and appends one JSON line to docs/results/results.jsonl; rows already there
 # are skipped, so an interrupted run continues where it stopped. JOBS rows run
 # at once, each with THREADS runtime threads (time per sample is measured per
 # row, so compare it only between rows run the same way).
@@ -23,7 +23,9 @@ DOC=${DOC:-docs}
 GRIDS=${GRIDS:-$DOC/results}
 ONLY=${ONLY:-}
 MAX_STEPS=${MAX_STEPS:-100000}
-RESULTS="$RUNS/results.jsonl"
+# The raw rows live beside the grids, in the repository: a later session
+# continues the table where this one stopped.
+RESULTS=${RESULTS:-$GRIDS/results.jsonl}
 ONNX="$RUNS/onnx"
 mkdir -p "$GRIDS"
 touch "$RESULTS"
