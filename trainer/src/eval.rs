@@ -208,10 +208,10 @@ pub fn evaluate<B: AutodiffBackend>(opts: &EvalOptions, device: B::Device) -> Re
             ccfg.shape()
         );
     }
-    if test.source.split(" (").next() != saved.meta.data_source.split(" (").next() {
+    if split.train.source != saved.meta.data_source {
         eprintln!(
-            "note: the classifier was trained on {}, the reference is {}",
-            saved.meta.data_source, test.source
+            "note: the classifier was trained on {}, the reference is the test split of {}",
+            saved.meta.data_source, split.train.source
         );
     }
     let k_model = meta.num_classes as usize;
