@@ -31,7 +31,6 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use fewstep_core::format::DataRange;
 use fewstep_core::rng::UniformStream;
 use flate2::read::GzDecoder;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -628,19 +627,7 @@ pub fn train<B: AutodiffBackend>(
         split.description,
         opts.epochs
     );
-    let bar = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(total);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .progress_chars("=> "),
-        );
-        b
-    };
+    let bar = crate::run::progress_bar(total, opts.quiet)?;
     let d = cfg.image_len();
     let mut train_seconds = 0.0;
     let mut test_accuracy = 0.0;

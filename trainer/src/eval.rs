@@ -16,8 +16,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use burn::tensor::backend::AutodiffBackend;
 use fewstep::{LoadError, Model, SamplerChoice};
 use fewstep_core::format::DataRange;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -62,8 +61,9 @@ pub struct EvalOptions {
     pub quiet: bool,
 }
 
-/// One benchmark result (the JSON line of `--results`).
-#[derive(Debug, Clone, Serialize)]
+/// One benchmark result (the JSON line of `--results`, which
+/// `fewstep-train report` reads back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalRecord {
     /// Row name.
     pub name: String,
@@ -124,19 +124,6 @@ pub struct EvalRecord {
     pub grid: Option<String>,
     /// When it was measured (UTC).
     pub created: String,
-}
-
-fn bar(total: u64, quiet: bool) -> Result<ProgressBar> {
-    if quiet {
-        return Ok(ProgressBar::hidden());
-    }
-    let b = ProgressBar::new(total);
-    b.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .map_err(|e| anyhow!("{e}"))?
-            .progress_chars("=> "),
-    );
-    Ok(b)
 }
 
 /// KID with the benchmark's settings: [`KID_SUBSETS`] subsets of
@@ -234,7 +221,7 @@ pub fn evaluate<B: AutodiffBackend>(opts: &EvalOptions, device: B::Device) -> Re
     let labels: Vec<i64> = (0..opts.n)
         .map(|i| if conditional { (i % k_model) as i64 } else { 0 })
         .collect();
-    let pb = bar(opts.n as u64, opts.quiet)?;
+    let pb = crate::run::progress_bar(opts.n as u64, opts.quiet)?;
     pb.set_message(format!(
         "generating, {} {} steps",
         plan.steps(),

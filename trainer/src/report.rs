@@ -7,49 +7,11 @@
 //! (name, steps, sampler) replaces an earlier one (re-running one row is
 //! cheap).
 
+pub use crate::eval::EvalRecord;
 use crate::plot::{Series, series_color, write_scatter};
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-/// One line of `fewstep-train eval --results`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EvalRecord {
-    /// `DATASET|METHOD`.
-    pub name: String,
-    /// The ONNX file.
-    pub model: String,
-    /// Sampling steps.
-    pub steps: u32,
-    /// `ddim` or `addim`.
-    pub sampler: String,
-    /// Generated samples.
-    pub n: usize,
-    /// KID mean.
-    pub kid_mean: f64,
-    /// KID standard deviation over subsets.
-    pub kid_std: f64,
-    /// FID.
-    pub fid: f64,
-    /// Real-vs-real KID floor (same N).
-    pub floor_kid_mean: Option<f64>,
-    /// Its standard deviation.
-    pub floor_kid_std: Option<f64>,
-    /// Real-vs-real FID floor.
-    pub floor_fid: Option<f64>,
-    /// Wall time of generation per sample.
-    pub ms_per_sample: f64,
-    /// Threads of the runtime.
-    pub threads: Option<usize>,
-    /// Predicted-class counts of the samples.
-    #[serde(default)]
-    pub class_hist: Vec<u64>,
-    /// Fraction of samples classified as their requested label.
-    pub label_agreement: Option<f64>,
-    /// The grid PNG of the first samples.
-    pub grid: Option<String>,
-}
 
 impl EvalRecord {
     fn dataset(&self) -> &str {
@@ -270,11 +232,9 @@ pub fn splice(doc: Option<&str>, generated: &str) -> String {
     match doc {
         Some(d) => match (d.find(BEGIN), d.find(END)) {
             (Some(b), Some(e)) if e > b => {
-                format!(
-                    "{}{body}{}",
-                    &d[..b],
-                    d[e + END.len()..].trim_start_matches('\n')
-                )
+                let rest = d[e + END.len()..].trim_start_matches('\n');
+                let gap = if rest.is_empty() { "" } else { "\n" };
+                format!("{}{body}{gap}{rest}", &d[..b])
             }
             _ => format!("{}\n\n{body}", d.trim_end()),
         },
@@ -290,20 +250,33 @@ mod tests {
         EvalRecord {
             name: name.into(),
             model: "m.onnx".into(),
+            classifier: "c".into(),
+            classifier_accuracy: 0.9,
+            reference: "r".into(),
+            reference_n: 100,
             steps,
             sampler: sampler.into(),
+            student_steps: 0,
             n: 100,
+            seed: 0,
+            batch: 100,
+            threads: 1,
             kid_mean: kid,
             kid_std: 0.0,
+            kid_subsets: 10,
+            kid_subset_size: 100,
             fid,
+            floor_n: Some(100),
             floor_kid_mean: Some(0.0001),
             floor_kid_std: Some(0.0),
             floor_fid: Some(0.5),
             ms_per_sample: steps as f64,
-            threads: Some(1),
+            eval_seconds: 1.0,
             class_hist: vec![],
+            class_names: vec![],
             label_agreement: None,
             grid: None,
+            created: "t".into(),
         }
     }
 
@@ -316,6 +289,8 @@ mod tests {
         assert!(second.contains("intro") && second.contains("after"));
         assert!(second.contains("T2") && !second.contains("T1"));
         assert_eq!(second.matches(BEGIN).count(), 1);
+        // Re-rendering the same rows changes nothing (blank lines included).
+        assert_eq!(splice(Some(&second), "T2"), second);
     }
 
     #[test]
@@ -353,13 +328,13 @@ mod tests {
     fn later_lines_replace_earlier_ones_and_render_writes_a_plot() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("r.jsonl");
+        // Lines as `eval` writes them: the same type, serialised.
         let line = |kid: f64| {
-            format!(
-                "{{\"name\":\"fm|CD\",\"model\":\"m\",\"steps\":4,\"sampler\":\"ddim\",\"n\":10,\
-                 \"kid_mean\":{kid},\"kid_std\":0.001,\"fid\":3.0,\"floor_kid_mean\":null,\
-                 \"floor_kid_std\":null,\"floor_fid\":null,\"ms_per_sample\":2.0,\"threads\":1,\
-                 \"class_hist\":[5,5],\"label_agreement\":0.9,\"grid\":null}}\n"
-            )
+            let mut r = rec("fm|CD", 4, "ddim", kid, 3.0);
+            r.kid_std = 0.001;
+            r.ms_per_sample = 2.0;
+            r.label_agreement = Some(0.9);
+            serde_json::to_string(&r).unwrap() + "\n"
         };
         std::fs::write(&f, line(0.5) + &line(0.25)).unwrap();
         let rows = read_records(&f).unwrap();

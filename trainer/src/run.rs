@@ -18,6 +18,21 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The trainer's progress bar (hidden with `--quiet`): elapsed, bar,
+/// position of total, message, ETA.
+pub(crate) fn progress_bar(total: u64, quiet: bool) -> Result<ProgressBar> {
+    if quiet {
+        return Ok(ProgressBar::hidden());
+    }
+    let b = ProgressBar::new(total);
+    b.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .progress_chars("=> "),
+    );
+    Ok(b)
+}
+
 /// Options of `fewstep-train diffusion`.
 #[derive(Debug, Clone)]
 pub struct DiffusionOptions {
@@ -176,19 +191,7 @@ where
     S: AsTrainer<B>,
 {
     let total = state.trainer().train.steps;
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(total);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .progress_chars("=> "),
-        );
-        b
-    };
+    let bar = progress_bar(total, quiet)?;
     bar.set_position(state.trainer().step);
     let batch = state.trainer().train.batch as f64;
     let mut smooth: Option<f64> = None;
