@@ -11,8 +11,13 @@
 # Budgets are optimiser steps (env below); every comparison in the table uses
 # the same batch and the same number of steps (PD: DISTILL_STEPS/4 per stage, so
 # its 4-step student has the same total as CD/CT at T = 4). Phases run their
-# jobs concurrently (PARALLEL=0 runs them one after another). Each run writes
-# log.csv, loss.png, samples.png and a checkpoint; a finished run is skipped.
+# jobs concurrently, JOBS at a time (the CPU backend uses about one core per
+# job; PARALLEL=0 runs them one after another). STUDENT_OPTS are passed to every
+# student run (CD, CT, PD), e.g. "--lr 2e-4 --warmup 20 --ema-decay 0.99";
+# TEACHER_OPTS to every teacher, e.g. "--lr 5e-4 --warmup 50".
+# ONLY (an extended regex) keeps the runs whose name matches it. Each run
+# writes log.csv, loss.png, samples.png and a checkpoint; a finished run is
+# skipped.
 set -euo pipefail
 
 TRAIN=${TRAIN:-target/release/fewstep-train}
@@ -28,6 +33,10 @@ SHIP_TEACHER_STEPS=${SHIP_TEACHER_STEPS:-$TEACHER_STEPS}
 SHIP_DISTILL_STEPS=${SHIP_DISTILL_STEPS:-$DISTILL_STEPS}
 SAMPLE_EVERY=${SAMPLE_EVERY:-1000}
 PARALLEL=${PARALLEL:-1}
+JOBS=${JOBS:-$(nproc)}
+ONLY=${ONLY:-}
+read -r -a student_opts <<<"${STUDENT_OPTS:-}"
+read -r -a teacher_opts <<<"${TEACHER_OPTS:-}"
 PHASES=${PHASES:-"teachers students export"}
 PD_STAGE_STEPS=$((DISTILL_STEPS / 4))
 
@@ -42,13 +51,21 @@ run() {
   local name=$1
   shift
   local log="$RUNS/$name.log"
+  if [ -n "$ONLY" ] && ! [[ $name =~ $ONLY ]]; then
+    return
+  fi
   if [ -f "$log" ] && grep -q '^done:' "$log"; then
     echo "skip $name (done)"
     return
   fi
   local resume=()
   [ -f "$RUNS/$name/checkpoint.fsck" ] && resume=(--resume)
-  echo "start $name: $*"
+  if [ "$PARALLEL" = 1 ]; then
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do
+      wait -n || true
+    done
+  fi
+  echo "start $name ($(date -u +%H:%M:%S)): $*"
   if [ "$PARALLEL" = 1 ]; then
     "$TRAIN" "$@" --out "$RUNS/$name" "${resume[@]}" >>"$log" 2>&1 &
     pids+=($!)
@@ -58,14 +75,16 @@ run() {
   fi
 }
 
-# wait_all: waits for the phase's jobs and reports failures (the others go on).
+# wait_all: waits for the phase's jobs and reports each one from its log (a
+# finished run's log ends with "done:"; a failed one with its error).
 wait_all() {
-  local i
-  for i in "${!pids[@]}"; do
-    if ! wait "${pids[$i]}"; then
-      echo "FAILED ${names[$i]}: $(tail -n 1 "$RUNS/${names[$i]}.log")"
+  wait || true
+  local name
+  for name in "${names[@]}"; do
+    if grep -q '^done:' "$RUNS/$name.log"; then
+      echo "ok $name: $(grep '^done:' "$RUNS/$name.log" | tail -n 1)"
     else
-      echo "ok ${names[$i]}: $(grep '^done:' "$RUNS/${names[$i]}.log" | tail -n 1)"
+      echo "FAILED $name: $(tail -n 1 "$RUNS/$name.log")"
     fi
   done
   pids=()
@@ -74,15 +93,16 @@ wait_all() {
 
 teachers() {
   run fmnist-teacher diffusion --data "$FMNIST" --preset tiny --class-cond \
-    --steps "$TEACHER_STEPS" "${common[@]}"
+    --steps "$TEACHER_STEPS" "${common[@]}" "${teacher_opts[@]}"
   run emoji-teacher diffusion --data "$EMOJI" --size 32 --channels 3 --preset tiny \
-    --base-channels 16 --class-cond --steps "$EMOJI_TEACHER_STEPS" "${common[@]}"
+    --base-channels 16 --class-cond --steps "$EMOJI_TEACHER_STEPS" "${common[@]}" "${teacher_opts[@]}"
   run ship-teacher diffusion --data "$FMNIST" --preset small --class-cond \
-    --steps "$SHIP_TEACHER_STEPS" "${common[@]}"
+    --steps "$SHIP_TEACHER_STEPS" "${common[@]}" "${teacher_opts[@]}"
   wait_all
   # The aDDIM xvar table of each teacher (exported as fewstep.addim_xvar).
   local t
   for t in fmnist-teacher emoji-teacher ship-teacher; do
+    [ -n "$ONLY" ] && ! [[ $t =~ $ONLY ]] && continue
     if [ -f "$RUNS/$t/checkpoint.fsck" ]; then
       "$TRAIN" xvar --ckpt "$RUNS/$t" >"$RUNS/$t.xvar.log" 2>&1 ||
         echo "FAILED xvar $t: $(tail -n 1 "$RUNS/$t.xvar.log")"
@@ -92,26 +112,30 @@ teachers() {
 
 students() {
   local T ft="$RUNS/fmnist-teacher"
-  for T in 1 2 4 8 16; do
+  # Most informative first: the paper's CD targets (T = 8, 4), then the rest.
+  for T in 8 4 2 1 16; do
     run "fmnist-cd$T" consistency --mode cd --student-steps "$T" --init "$ft" \
-      --steps "$DISTILL_STEPS" "${common[@]}"
-    run "fmnist-ct$T" consistency --mode ct --student-steps "$T" --init "$ft" \
-      --steps "$DISTILL_STEPS" "${common[@]}"
+      --steps "$DISTILL_STEPS" "${common[@]}" "${student_opts[@]}"
   done
   run fmnist-pd progressive --init "$ft" --target-steps 1 --start-steps 64 \
-    --stage-steps "$PD_STAGE_STEPS" "${common[@]}"
+    --stage-steps "$PD_STAGE_STEPS" "${common[@]}" "${student_opts[@]}"
+  for T in 4 8 2 1 16; do
+    run "fmnist-ct$T" consistency --mode ct --student-steps "$T" --init "$ft" \
+      --steps "$DISTILL_STEPS" "${common[@]}" "${student_opts[@]}"
+  done
   # Ablations at T = 4: a fixed teacher step count (paper Table 2) and a DDIM
   # teacher instead of aDDIM (paper Table 4).
   run fmnist-cd4-fixed128 consistency --mode cd --student-steps 4 --init "$ft" \
-    --teacher-steps-fixed 128 --steps "$DISTILL_STEPS" "${common[@]}"
+    --teacher-steps-fixed 128 --steps "$DISTILL_STEPS" "${common[@]}" "${student_opts[@]}"
   run fmnist-cd4-ddimteacher consistency --mode cd --student-steps 4 --init "$ft" \
-    --teacher-sampler ddim --steps "$DISTILL_STEPS" "${common[@]}"
+    --teacher-sampler ddim --steps "$DISTILL_STEPS" "${common[@]}" "${student_opts[@]}"
   for T in 1 2 4 8; do
     run "emoji-cd$T" consistency --mode cd --student-steps "$T" --init "$RUNS/emoji-teacher" \
-      --data "$EMOJI" --size 32 --channels 3 --steps "$DISTILL_STEPS" "${common[@]}"
+      --data "$EMOJI" --size 32 --channels 3 --steps "$DISTILL_STEPS" "${common[@]}" \
+      "${student_opts[@]}"
   done
   run ship-cd4 consistency --mode cd --student-steps 4 --init "$RUNS/ship-teacher" \
-    --steps "$SHIP_DISTILL_STEPS" "${common[@]}"
+    --steps "$SHIP_DISTILL_STEPS" "${common[@]}" "${student_opts[@]}"
   wait_all
 }
 

@@ -84,12 +84,19 @@ fn bench(c: &mut Criterion) {
     let tuned = std::env::var_os("FEWSTEP_BENCH_MALLOPT").is_some() && fewstep::tune_allocator();
     eprintln!("fewstep bench: {k} thread(s), allocator tuned: {tuned}");
     let (model, bytes) = stamped(&path);
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(k)
-            .build()
-            .expect("pool"),
-    );
+    // One thread means tract's SingleThread executor: tract-linalg 0.23.9
+    // sends the matrix products of a *one-thread* MultiThread pool to rayon's
+    // global pool (all cores), which made earlier "1 thread" bare rows use 2.
+    let executor = if k == 1 {
+        Executor::SingleThread
+    } else {
+        Executor::MultiThread(Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(k)
+                .build()
+                .expect("pool"),
+        ))
+    };
     let suffix = if tuned { "_mallopt" } else { "" };
     let mut g = c.benchmark_group(format!("unet_gn21/threads{k}{suffix}"));
     g.sample_size(10)
@@ -104,7 +111,7 @@ fn bench(c: &mut Criterion) {
         let t = Tensor::from_shape(&[batch], &vec![0.5f32; batch]).unwrap();
         g.bench_function(format!("tract_bare_forward/b{batch}"), |b| {
             b.iter(|| {
-                multithread_tract_scope(Executor::MultiThread(pool.clone()), || {
+                multithread_tract_scope(executor.clone(), || {
                     plan.run(tvec![z.clone().into_tvalue(), t.clone().into_tvalue()])
                         .unwrap()
                 })

@@ -16,7 +16,10 @@
 //! `bare-rand`: the same with Gaussian input. `fewstep`: a seeded `generate`
 //! call of N steps through the public API, 1 thread. `FTZ=1` sets the x86
 //! flush-to-zero / denormals-are-zero flags first (to test for denormal
-//! slow paths).
+//! slow paths). `MALLOPT=1` tunes glibc's allocator first, as the CLI does.
+//! `POOL=1` runs `bare` inside a *one-thread* `Executor::MultiThread` pool:
+//! tract-linalg 0.23.9 then dispatches its matrix products to rayon's
+//! *global* pool (all cores), so that "one thread" is not one thread.
 
 use std::error::Error;
 use std::time::Instant;
@@ -38,6 +41,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     if std::env::var_os("FTZ").is_some() {
         set_flush_to_zero();
+    }
+    if std::env::var_os("MALLOPT").is_some() {
+        eprintln!("allocator tuned: {}", fewstep::tune_allocator());
     }
     let bytes = std::fs::read(&path)?;
     let mut proto = fewstep::decode(&bytes)?;
@@ -71,8 +77,18 @@ fn main() -> Result<(), Box<dyn Error>> {
             let z = Tensor::from_shape(&[1, 3, 32, 32], &zv)?;
             let t = Tensor::from_shape(&[1], &[0.5f32])?;
             let t0 = Instant::now();
+            let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build()?);
+            let pooled = std::env::var_os("POOL").is_some();
             for _ in 0..reps {
-                plan.run(tvec![z.clone().into_tvalue(), t.clone().into_tvalue()])?;
+                let inputs = tvec![z.clone().into_tvalue(), t.clone().into_tvalue()];
+                if pooled {
+                    tract_linalg::multithread::multithread_tract_scope(
+                        tract_linalg::multithread::Executor::MultiThread(pool.clone()),
+                        || plan.run(inputs),
+                    )?;
+                } else {
+                    plan.run(inputs)?;
+                }
             }
             let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
             eprintln!("{mode}: {ms:.2} ms/forward");
