@@ -52,14 +52,22 @@ for s in 512 64 16 8 4; do
   row fmnist "teacher aDDIM" fmnist-teacher $s addim
   row fmnist "teacher DDIM" fmnist-teacher $s ddim
 done
+# aDDIM with a smaller eta in its xvar table (train.sh makes these copies).
+for s in 64 16 8 4; do
+  row fmnist "teacher aDDIM, eta 0.25" fmnist-teacher-xv0.25 $s addim
+  row fmnist "teacher aDDIM, eta 0.1" fmnist-teacher-xv0.1 $s addim
+done
 for T in 16 8 4 2 1; do
   row fmnist CD "fmnist-cd$T" $T ddim
   row fmnist CT "fmnist-ct$T" $T ddim
 done
-# Progressive distillation from 64 steps: stage k has 64 / 2^k steps.
-for k in 3 4 5 6; do
-  row fmnist PD "fmnist-pd-stage-$k" $((64 >> k)) ddim
+# Progressive distillation from 64 steps: the student of stage k (file
+# stage-k) samples in 64 / 2^(k+1) steps; the run's last checkpoint is the
+# 1-step student.
+for k in 2 3 4; do
+  row fmnist PD "fmnist-pd-stage-$k" $((64 >> (k + 1))) ddim
 done
+row fmnist PD fmnist-pd 1 ddim
 row fmnist "CD, fixed 128 teacher steps" fmnist-cd4-fixed128 4 ddim
 row fmnist "CD, DDIM teacher" fmnist-cd4-ddimteacher 4 ddim
 row fmnist "shipped: CD, small preset" ship-cd4 4 ddim

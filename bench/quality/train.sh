@@ -108,6 +108,19 @@ teachers() {
         echo "FAILED xvar $t: $(tail -n 1 "$RUNS/$t.xvar.log")"
     fi
   done
+  # aDDIM with less extra variance: copies of the Fashion-MNIST teacher whose
+  # xvar table is eta * E||x_hat - x||^2 / d at eta 0.25 and 0.1 (the default
+  # 0.75 adds a weak teacher's large error as variance; RESULTS.md compares).
+  local e d
+  for e in 0.25 0.1; do
+    d="fmnist-teacher-xv$e"
+    [ -n "$ONLY" ] && ! [[ $d =~ $ONLY ]] && continue
+    [ -f "$RUNS/fmnist-teacher/checkpoint.fsck" ] || continue
+    mkdir -p "$RUNS/$d"
+    cp "$RUNS/fmnist-teacher/checkpoint.fsck" "$RUNS/$d/"
+    "$TRAIN" xvar --ckpt "$RUNS/$d" --xvar-frac "$e" >"$RUNS/$d.xvar.log" 2>&1 ||
+      echo "FAILED xvar $d: $(tail -n 1 "$RUNS/$d.xvar.log")"
+  done
 }
 
 students() {
