@@ -138,13 +138,18 @@ pub fn render(rows: &[EvalRecord], plot_dir: &Path, doc_dir: &Path) -> Result<St
     }
     let mut md = String::new();
     for ds in datasets {
-        let ds_rows: Vec<&EvalRecord> = rows.iter().filter(|r| r.dataset() == ds).collect();
+        let mut ds_rows: Vec<&EvalRecord> = rows.iter().filter(|r| r.dataset() == ds).collect();
         let mut methods: Vec<&str> = Vec::new();
         for r in &ds_rows {
             if !methods.contains(&r.method()) {
                 methods.push(r.method());
             }
         }
+        // Teachers, then the students, then the rest (ablations); steps
+        // ascending within a method. Rows arrive in the order they were run.
+        methods.sort_by_key(|m| method_rank(m));
+        let position = |m: &str| methods.iter().position(|x| *x == m).unwrap_or(usize::MAX);
+        ds_rows.sort_by_key(|r| (position(r.method()), r.steps));
         let n = ds_rows[0].n;
         writeln!(md, "\n## {ds}\n")?;
         if ds_rows.iter().any(|r| r.n != n) {
@@ -217,6 +222,21 @@ pub fn render(rows: &[EvalRecord], plot_dir: &Path, doc_dir: &Path) -> Result<St
         writeln!(md, "\n![FID vs ms per sample, {ds}]({})\n", shown.display())?;
     }
     Ok(md)
+}
+
+/// Order of a method in the tables: the teacher's samplers, then the few-step
+/// families the paper compares (CD, CT, PD), then everything else. The sort
+/// is stable, so methods of one rank keep their first-seen order.
+fn method_rank(method: &str) -> u8 {
+    match method {
+        "teacher DDIM" => 0,
+        "teacher aDDIM" => 1,
+        m if m.starts_with("teacher") => 2,
+        "CD" => 3,
+        "CT" => 4,
+        "PD" => 5,
+        _ => 6,
+    }
 }
 
 /// Markers around the generated part of the results document.
@@ -321,6 +341,41 @@ mod tests {
         assert!(
             t.iter()
                 .any(|l| l.contains("aDDIM better than DDIM at 4") && l.ends_with("**yes**"))
+        );
+    }
+
+    #[test]
+    fn tables_group_teachers_then_students_with_steps_ascending() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![
+            rec("f|CD, fixed teacher", 4, "ddim", 0.1, 1.0),
+            rec("f|PD", 2, "ddim", 0.1, 1.0),
+            rec("f|CD", 8, "ddim", 0.1, 1.0),
+            rec("f|teacher aDDIM", 64, "addim", 0.1, 1.0),
+            rec("f|CD", 1, "ddim", 0.1, 1.0),
+            rec("f|teacher DDIM", 4, "ddim", 0.1, 1.0),
+            rec("f|CT", 4, "ddim", 0.1, 1.0),
+        ];
+        let md = render(&rows, dir.path(), dir.path()).unwrap();
+        let order: Vec<String> = md
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                format!("{} {}", cells[0].trim_start_matches("| "), cells[1])
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "teacher DDIM 4",
+                "teacher aDDIM 64",
+                "CD 1",
+                "CD 8",
+                "CT 4",
+                "PD 2",
+                "CD, fixed teacher 4"
+            ]
         );
     }
 
