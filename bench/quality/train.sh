@@ -99,10 +99,12 @@ teachers() {
   run ship-teacher diffusion --data "$FMNIST" --preset small --class-cond \
     --steps "$SHIP_TEACHER_STEPS" "${common[@]}" "${teacher_opts[@]}"
   wait_all
-  # The aDDIM xvar table of each teacher (exported as fewstep.addim_xvar).
+  # The aDDIM xvar table of each teacher (exported as fewstep.addim_xvar),
+  # measured once: its log says "stored".
   local t
   for t in fmnist-teacher emoji-teacher ship-teacher; do
     [ -n "$ONLY" ] && ! [[ $t =~ $ONLY ]] && continue
+    grep -qs '^stored' "$RUNS/$t.xvar.log" && continue
     if [ -f "$RUNS/$t/checkpoint.fsck" ]; then
       "$TRAIN" xvar --ckpt "$RUNS/$t" >"$RUNS/$t.xvar.log" 2>&1 ||
         echo "FAILED xvar $t: $(tail -n 1 "$RUNS/$t.xvar.log")"
@@ -116,6 +118,7 @@ teachers() {
     d="fmnist-teacher-xv$e"
     [ -n "$ONLY" ] && ! [[ $d =~ $ONLY ]] && continue
     [ -f "$RUNS/fmnist-teacher/checkpoint.fsck" ] || continue
+    grep -qs '^stored' "$RUNS/$d.xvar.log" && continue
     mkdir -p "$RUNS/$d"
     cp "$RUNS/fmnist-teacher/checkpoint.fsck" "$RUNS/$d/"
     "$TRAIN" xvar --ckpt "$RUNS/$d" --xvar-frac "$e" >"$RUNS/$d.xvar.log" 2>&1 ||
