@@ -50,10 +50,13 @@ fn lib_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
-fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fewstep-ffi-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+/// The test's own temporary directory, removed when the test ends (the
+/// statically linked debug programs are hundreds of MB each).
+fn work_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fewstep-ffi-test-")
+        .tempdir()
+        .expect("create temp dir")
 }
 
 fn value_info(name: &str, elem: i32, dims: &[Option<i64>]) -> pb::ValueInfoProto {
@@ -279,7 +282,8 @@ fn run_checked(exe: &Path, args: &[&Path], valgrind: bool) -> String {
 
 #[test]
 fn header_compiles_as_c99_and_cpp() {
-    let dir = work_dir();
+    let tmp = work_dir();
+    let dir = tmp.path();
     let tu = dir.join("header_only.c");
     std::fs::write(
         &tu,
@@ -317,7 +321,8 @@ fn header_compiles_as_c99_and_cpp() {
 
 #[test]
 fn example_program_generates_a_ppm() {
-    let dir = work_dir();
+    let tmp = work_dir();
+    let dir = tmp.path();
     let model = dir.join("cm.onnx");
     std::fs::write(&model, tiny_model(2, 0)).expect("write model");
     let valgrind = have_valgrind();
@@ -352,7 +357,8 @@ fn example_program_generates_a_ppm() {
 
 #[test]
 fn error_paths_cancellation_and_threads() {
-    let dir = work_dir();
+    let tmp = work_dir();
+    let dir = tmp.path();
     let cm = dir.join("cm2.onnx");
     let cond = dir.join("cond.onnx");
     std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
@@ -367,7 +373,8 @@ fn error_paths_cancellation_and_threads() {
 
 #[test]
 fn eight_threads_match_a_serial_run() {
-    let dir = work_dir();
+    let tmp = work_dir();
+    let dir = tmp.path();
     let cm = dir.join("cm-conc.onnx");
     std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
     let [stat, dynamic] = build(

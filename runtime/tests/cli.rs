@@ -7,15 +7,15 @@ use std::process::{Command, Output};
 
 use common::*;
 use prost::Message;
+use tempfile::TempDir;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fewstep"))
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fewstep-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A path in the test's own temporary directory (removed when the test ends).
+fn tmp(dir: &TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -33,8 +33,8 @@ fn assert_fails(out: &Output, needle: &str) {
     assert!(err.contains(needle), "{needle:?} not in {err:?}");
 }
 
-fn write_model(name: &str, spec: &GaussSpec) -> PathBuf {
-    let path = tmp(name);
+fn write_model(dir: &TempDir, name: &str, spec: &GaussSpec) -> PathBuf {
+    let path = tmp(dir, name);
     std::fs::write(&path, spec.bytes()).unwrap();
     path
 }
@@ -45,9 +45,10 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn generate_png_and_npy() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let spec = GaussSpec::new(3, 4, 4, "v", Sched::Cosine);
-    let model = write_model("m.onnx", &spec);
-    let png = tmp("out.png");
+    let model = write_model(&dir, "m.onnx", &spec);
+    let png = tmp(&dir, "out.png");
     let out = run(&[
         "generate",
         "--model",
@@ -71,7 +72,7 @@ fn generate_png_and_npy() {
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[1..4], b"PNG");
 
-    let npy = tmp("out.npy");
+    let npy = tmp(&dir, "out.npy");
     let out = run(&[
         "generate",
         "--model",
@@ -110,9 +111,9 @@ fn generate_png_and_npy() {
     // --noise round trip: the npy of z_1 gives the same result as the seed.
     let mut z = vec![0f32; 2 * spec.d()];
     fewstep::fewstep_core::rng::batch_noise(5, 0, spec.d(), &mut z);
-    let noise = tmp("noise.npy");
+    let noise = tmp(&dir, "noise.npy");
     std::fs::write(&noise, fewstep::npy_bytes(&z, &[2, 3, 4, 4])).unwrap();
-    let npy2 = tmp("out2.npy");
+    let npy2 = tmp(&dir, "out2.npy");
     let out = run(&[
         "generate",
         "--model",
@@ -137,9 +138,10 @@ fn generate_png_and_npy() {
 
 #[test]
 fn generate_errors_are_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let spec = GaussSpec::new(1, 4, 4, "v", Sched::Cosine);
-    let model = write_model("e.onnx", &spec);
-    let out_png = tmp("e.png");
+    let model = write_model(&dir, "e.onnx", &spec);
+    let out_png = tmp(&dir, "e.png");
     let (m, o) = (s(&model), s(&out_png));
     assert_fails(
         &run(&["generate", "--model", "/no/such.onnx", "--out", o]),
@@ -173,7 +175,7 @@ fn generate_errors_are_one_line() {
 
     // Truncated model file.
     let bytes = spec.bytes();
-    let trunc = tmp("trunc.onnx");
+    let trunc = tmp(&dir, "trunc.onnx");
     std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
     assert_fails(
         &run(&["generate", "--model", s(&trunc), "--out", o]),
@@ -183,7 +185,7 @@ fn generate_errors_are_one_line() {
     // Missing key.
     let mut p = spec.build();
     set_meta(&mut p, "fewstep.schedule", None);
-    let nokey = tmp("nokey.onnx");
+    let nokey = tmp(&dir, "nokey.onnx");
     std::fs::write(&nokey, p.encode_to_vec()).unwrap();
     assert_fails(
         &run(&["generate", "--model", s(&nokey), "--out", o]),
@@ -193,14 +195,14 @@ fn generate_errors_are_one_line() {
     // Consistency model asked for other steps.
     let mut cm = spec.clone();
     cm.student_steps = 2;
-    let cmp = write_model("cm.onnx", &cm);
+    let cmp = write_model(&dir, "cm.onnx", &cm);
     assert_fails(
         &run(&["generate", "--model", s(&cmp), "--steps", "4", "--out", o]),
         "trained for 2 steps",
     );
 
     // Label out of range.
-    let cond = write_model("cond.onnx", &spec.clone().conditional(3));
+    let cond = write_model(&dir, "cond.onnx", &spec.clone().conditional(3));
     assert_fails(
         &run(&["generate", "--model", s(&cond), "--label", "7", "--out", o]),
         "label 7",
@@ -225,7 +227,7 @@ fn generate_errors_are_one_line() {
     // A label list is taken cyclically: image i of `--label 0,2` equals
     // image i of a run with that one label (same seed, same noise).
     let npy = |labels: &str, name: &str| {
-        let p = tmp(name);
+        let p = tmp(&dir, name);
         let out = run(&[
             "generate",
             "--model",
@@ -276,7 +278,7 @@ fn generate_errors_are_one_line() {
     );
 
     // Noise of the wrong shape, and a file that is not .npy.
-    let noise = tmp("bad_noise.npy");
+    let noise = tmp(&dir, "bad_noise.npy");
     std::fs::write(&noise, fewstep::npy_bytes(&[0.0; 20], &[1, 1, 4, 5])).unwrap();
     assert_fails(
         &run(&["generate", "--model", m, "--noise", s(&noise), "--out", o]),
@@ -304,8 +306,9 @@ fn generate_errors_are_one_line() {
 
 #[test]
 fn info_prints_metadata_shapes_parameters_and_cost() {
+    let dir = tempfile::tempdir().expect("temp dir");
     let spec = GaussSpec::new(3, 4, 4, "eps", Sched::Shifted(0.5));
-    let model = write_model("info.onnx", &spec);
+    let model = write_model(&dir, "info.onnx", &spec);
     let out = run(&["info", s(&model)]);
     assert!(
         out.status.success(),
@@ -334,6 +337,7 @@ fn info_prints_metadata_shapes_parameters_and_cost() {
 
 #[test]
 fn stamp_turns_a_foreign_export_into_a_fewstep_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
     // An export with its input named `x` and no fewstep metadata.
     let spec = GaussSpec::new(1, 4, 4, "v", Sched::Cosine);
     let mut p = spec.build();
@@ -347,9 +351,9 @@ fn stamp_turns_a_foreign_export_into_a_fewstep_model() {
             }
         }
     }
-    let raw = tmp("raw.onnx");
+    let raw = tmp(&dir, "raw.onnx");
     std::fs::write(&raw, p.encode_to_vec()).unwrap();
-    let stamped = tmp("stamped.onnx");
+    let stamped = tmp(&dir, "stamped.onnx");
     let (r, o) = (s(&raw), s(&stamped));
     // Unstamped: a missing-key error.
     assert_fails(&run(&["info", r]), "fewstep.format");

@@ -178,11 +178,10 @@ fn endless_and_special_files_are_refused_not_read() {
 
 #[test]
 fn cli_memory_budget_flag() {
-    let dir = std::env::temp_dir().join(format!("fewstep-memory-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("m.onnx");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("m.onnx");
     std::fs::write(&model, GaussSpec::new(3, 8, 8, "v", Sched::Cosine).bytes()).unwrap();
-    let out = dir.join("o.npy");
+    let out = dir.path().join("o.npy");
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_fewstep"))
             .args(["generate", "--model", model.to_str().unwrap()])
