@@ -329,7 +329,7 @@ fn example_program_generates_a_ppm() {
     if !valgrind {
         eprintln!("note: valgrind not installed; running without it");
     }
-    for exe in build(&repo().join("examples/c/generate.c"), "generate", &dir) {
+    for exe in build(&repo().join("examples/c/generate.c"), "generate", dir) {
         let ppm = dir.join("out.ppm");
         let log = run_checked(
             &exe,
@@ -364,7 +364,7 @@ fn error_paths_cancellation_and_threads() {
     std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
     std::fs::write(&cond, tiny_model(0, 3)).expect("write model");
     let valgrind = have_valgrind();
-    for exe in build(&repo().join("ffi/tests/c/errors.c"), "errors", &dir) {
+    for exe in build(&repo().join("ffi/tests/c/errors.c"), "errors", dir) {
         let log = run_checked(&exe, &[&cm, &cond], valgrind);
         assert!(log.contains("0 failures"), "{log}");
         assert!(!log.contains("FAIL"), "{log}");
@@ -380,7 +380,7 @@ fn eight_threads_match_a_serial_run() {
     let [stat, dynamic] = build(
         &repo().join("ffi/tests/c/concurrency.c"),
         "concurrency",
-        &dir,
+        dir,
     );
     // Full size, natively (static and dynamic library).
     for exe in [&stat, &dynamic] {
