@@ -17,6 +17,8 @@
 //! call of N steps through the public API, 1 thread. `FTZ=1` sets the x86
 //! flush-to-zero / denormals-are-zero flags first (to test for denormal
 //! slow paths). `MALLOPT=1` tunes glibc's allocator first, as the CLI does.
+//! `CONV=direct|winograd` sets how 3×3 convolutions run (default: winograd).
+//! `compare`: the largest difference of a sample, Winograd against direct.
 //! `POOL=1` runs `bare` inside a *one-thread* `Executor::MultiThread` pool:
 //! tract-linalg 0.23.9 then dispatches its matrix products to rayon's
 //! *global* pool (all cores), so that "one thread" is not one thread.
@@ -32,7 +34,7 @@ use tract_onnx::prelude::*;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: overhead_probe bare|bare-rand|fewstep MODEL.onnx [REPS]";
+    let usage = "usage: overhead_probe bare|bare-rand|fewstep|compare MODEL.onnx [REPS]";
     let mode = args.next().ok_or(usage)?;
     let path = args.next().ok_or(usage)?;
     let reps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
@@ -60,7 +62,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         data_range: None,
         renames: vec![("x".into(), "z".into())],
     };
-    let model: Model = fewstep::stamp(&mut proto, &opts, None)?;
+    let mut model: Model = fewstep::stamp(&mut proto, &opts, None)?;
+    if let Some(conv) = std::env::var_os("CONV") {
+        let conv: fewstep::ConvAlgorithm = conv.to_string_lossy().parse()?;
+        model = model.with_conv_algorithm(conv);
+    }
     let bytes = fewstep::encode(&proto);
     match mode.as_str() {
         "bare" | "bare-rand" => {
@@ -104,6 +110,29 @@ fn main() -> Result<(), Box<dyn Error>> {
                 .run()?;
             let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
             eprintln!("fewstep: {ms:.2} ms/step");
+        }
+        "compare" => {
+            // Largest difference of a 1-step sample, Winograd against the
+            // direct convolution, at `reps` images.
+            let run = |m: &Model| {
+                m.generate()
+                    .batch(reps)
+                    .seed(1)
+                    .steps(1)
+                    .threads(1)
+                    .run()
+                    .map(|i| i.into_data())
+            };
+            let model = model.with_conv_algorithm(fewstep::ConvAlgorithm::Direct);
+            let reference = run(&model)?;
+            let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let model = model.with_conv_algorithm(fewstep::ConvAlgorithm::Winograd);
+            let got = run(&model)?;
+            let err = got
+                .iter()
+                .zip(&reference)
+                .fold(0f32, |a, (g, r)| a.max((g - r).abs()));
+            eprintln!("winograd: max |difference| {err:.3e} (max |value| {scale:.3})");
         }
         other => return Err(format!("unknown mode {other:?}; {usage}").into()),
     }

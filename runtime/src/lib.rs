@@ -20,6 +20,7 @@ mod images;
 mod memory;
 mod model;
 mod stamp;
+mod winograd;
 
 pub use error::{GenerateError, IoError, LoadError};
 pub use exec::Execution;
@@ -32,6 +33,9 @@ pub use model::{Dim, GraphInterface, Metadata, Model, TensorDecl, decode};
 pub use stamp::{StampOptions, encode, stamp};
 /// The ONNX protobuf types (from `tract-onnx`), for building or editing models.
 pub use tract_onnx::pb;
+pub use winograd::ConvAlgorithm;
+#[doc(hidden)]
+pub use winograd::rewrite as rewrite_convolutions;
 
 /// Tunes the process's allocator for repeated network evaluations (opt-in,
 /// process-wide; the CLI calls it). On glibc it raises the mmap threshold

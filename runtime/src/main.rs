@@ -65,6 +65,10 @@ enum Command {
         /// Run the whole batch as one network batch instead of per image.
         #[arg(long)]
         batched: bool,
+        /// How 3×3 convolutions are computed: winograd (F(2×2, 3×3), 2.25×
+        /// fewer multiplies) or direct (tract's im2col).
+        #[arg(long, default_value = "winograd")]
+        conv: fewstep::ConvAlgorithm,
         /// Refuse a request estimated to need more memory than this (bytes,
         /// or with a unit: 512M, 2G; default 4G).
         #[arg(long, value_parser = fewstep::parse_bytes)]
@@ -171,6 +175,7 @@ fn run(cmd: Command) -> Result<(), String> {
             clip,
             threads,
             batched,
+            conv,
             memory_budget,
             quiet,
             out,
@@ -185,7 +190,9 @@ fn run(cmd: Command) -> Result<(), String> {
                 Some("npy") => false,
                 _ => return Err(format!("--out {}: must end in .png or .npy", out.display())),
             };
-            let m = Model::load(&model).map_err(|e| e.to_string())?;
+            let m = Model::load(&model)
+                .map_err(|e| e.to_string())?
+                .with_conv_algorithm(conv);
             let sampler = match sampler {
                 SamplerArg::Auto => SamplerChoice::Auto,
                 SamplerArg::Ddim => SamplerChoice::Ddim,
@@ -365,6 +372,10 @@ fn info(path: &Path) -> Result<(), String> {
         println!("  {} {}", o.name, o.describe());
     }
     println!("parameters: {}", m.parameter_count());
+    let (winograd, convs) = m.winograd_convolutions().map_err(|e| e.to_string())?;
+    println!(
+        "convolutions: {convs}, of which {winograd} 3×3 stride-1 run as Winograd F(2×2, 3×3) by default"
+    );
     let macs = m.macs_per_image().map_err(|e| e.to_string())?;
     println!(
         "per step and image: {macs} multiply-adds ({:.3} GFLOP); x2 with guidance",

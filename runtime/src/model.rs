@@ -12,6 +12,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::error::LoadError;
+use crate::winograd::ConvAlgorithm;
 
 /// ONNX `TensorProto.DataType` codes used here.
 pub(crate) const ONNX_FLOAT: i32 = 1;
@@ -355,6 +356,8 @@ pub(crate) struct Network {
     batch_symbol: Symbol,
     /// Positions of `z`, `t`, `label` among the typed model's inputs.
     pub(crate) input_order: Vec<InputKind>,
+    /// How plans compute 3×3 convolutions (`crate::winograd`).
+    conv: ConvAlgorithm,
     plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
 }
 
@@ -460,6 +463,7 @@ impl Network {
             typed,
             batch_symbol,
             input_order,
+            conv: ConvAlgorithm::default(),
             plans: Mutex::new(HashMap::new()),
         };
         // Build the batch-1 plan now: a graph tract cannot optimise is a load
@@ -476,12 +480,29 @@ impl Network {
         // Built outside the lock: another thread may build the same plan
         // concurrently; either result is equivalent.
         let concrete = self.concrete(batch)?;
-        let plan = concrete
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(tract_err)?;
+        let plan = self.optimize(concrete)?;
         self.lock_plans().insert(batch, plan.clone());
         Ok(plan)
+    }
+
+    /// The runnable plan of a concrete graph, its 3×3 convolutions computed
+    /// with `self.conv`. Should the rewritten graph fail to optimise (a graph
+    /// shape the rewrite did not foresee), the plan falls back to tract's
+    /// direct convolutions: slower, never wrong.
+    fn optimize(&self, concrete: TypedModel) -> Result<Arc<TypedRunnableModel>, LoadError> {
+        let direct = |m: TypedModel| {
+            m.into_optimized()
+                .and_then(|m| m.into_runnable())
+                .map_err(tract_err)
+        };
+        if self.conv == ConvAlgorithm::Direct {
+            return direct(concrete);
+        }
+        let mut rewritten = concrete.clone();
+        match crate::winograd::rewrite(&mut rewritten, self.conv) {
+            Ok(0) | Err(_) => direct(concrete),
+            Ok(_) => direct(rewritten).or_else(|_| direct(concrete)),
+        }
     }
 
     /// The decluttered graph with `N` bound to `batch`.
@@ -564,7 +585,15 @@ impl Model {
             .filter(|i| [ONNX_FLOAT, ONNX_FLOAT16, 11 /* double */].contains(&i.data_type))
             .map(|i| i.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
             .sum();
-        let activation_bytes = crate::memory::activation_bytes(&net.concrete(1)?)?;
+        // Counted on the Winograd graph: its transformed tiles are the larger
+        // intermediates, so the estimate bounds either algorithm.
+        let mut batch1 = net.concrete(1)?;
+        let winograd = batch1.clone();
+        let activation_bytes = match crate::winograd::rewrite(&mut batch1, ConvAlgorithm::Winograd)
+        {
+            Ok(_) => crate::memory::activation_bytes(&batch1)?,
+            Err(_) => crate::memory::activation_bytes(&winograd)?,
+        };
         Ok(Model {
             meta,
             interface,
@@ -582,6 +611,22 @@ impl Model {
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.default_threads = Some(threads);
         self
+    }
+
+    /// Sets how 3×3, stride-1 convolutions are computed (default:
+    /// [`ConvAlgorithm::Winograd`]); other convolutions always run as tract's
+    /// direct convolution. Plans built so far are dropped and rebuilt on use.
+    pub fn with_conv_algorithm(mut self, conv: ConvAlgorithm) -> Self {
+        if self.net.conv != conv {
+            self.net.conv = conv;
+            self.net.lock_plans().clear();
+        }
+        self
+    }
+
+    /// How this model computes 3×3 convolutions.
+    pub fn conv_algorithm(&self) -> ConvAlgorithm {
+        self.net.conv
     }
 
     /// The parsed metadata.
@@ -602,6 +647,13 @@ impl Model {
     /// Whether the model takes class labels.
     pub fn is_conditional(&self) -> bool {
         self.meta.num_classes > 0
+    }
+
+    /// How many of the graph's convolutions run as Winograd F(2×2, 3×3)
+    /// under [`ConvAlgorithm::Winograd`], and how many convolutions it has.
+    pub fn winograd_convolutions(&self) -> Result<(usize, usize), LoadError> {
+        let batch1 = self.net.concrete(1)?;
+        Ok(crate::winograd::count(&batch1))
     }
 
     /// Estimated multiply-adds of one network evaluation of one image, from

@@ -259,6 +259,15 @@ pub fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
     }
 }
 
+pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
 /// A tiny graph builder.
 #[derive(Default)]
 pub struct Graph {
