@@ -59,13 +59,16 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--mallopt", action="store_true", help="compare the FEWSTEP_BENCH_MALLOPT=1 run")
+    ap.add_argument("--conv", default="winograd", choices=["winograd", "direct"],
+                    help="compare the FEWSTEP_BENCH_CONV run (fewstep rows only)")
     ap.add_argument("--criterion", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion"))
     a = ap.parse_args()
     if not os.path.exists(a.model):
         sys.exit(f"no model at {a.model}: run python3 shared/bench/gen_unet.py bench/models")
-    print(f"onnxruntime {ort.__version__}, {a.threads} thread(s), model {a.model}")
+    print(f"onnxruntime {ort.__version__}, {a.threads} thread(s), model {a.model}, fewstep conv {a.conv}")
     ort_ms = {b: ort_median_ms(a.model, b, a.threads, a.runs) for b in (1, 8)}
-    group = f"unet_gn21/threads{a.threads}" + ("_mallopt" if a.mallopt else "")
+    group = (f"unet_gn21/threads{a.threads}" + ("_mallopt" if a.mallopt else "")
+             + ("_direct" if a.conv == "direct" else ""))
     crit = criterion_ms(a.criterion, group)
     rows = [
         ("onnxruntime forward", 1, ort_ms[1], None),

@@ -7,7 +7,9 @@
 //! `python3 ../shared/bench/gen_unet.py bench/models`); without it the bench
 //! prints a message and measures nothing. Threads: `$FEWSTEP_BENCH_THREADS`
 //! (default: all cores). `FEWSTEP_BENCH_MALLOPT=1` calls
-//! `fewstep::tune_allocator()` first.
+//! `fewstep::tune_allocator()` first. `FEWSTEP_BENCH_CONV=direct` runs
+//! fewstep's rows with tract's direct convolutions instead of Winograd (its
+//! criterion group gets a `_direct` suffix).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fewstep::fewstep_core::format::ImageShape;
 use fewstep::fewstep_core::{Prediction, Schedule, StudentSteps};
-use fewstep::{Execution, Model, StampOptions};
+use fewstep::{ConvAlgorithm, Execution, Model, StampOptions};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
@@ -97,7 +99,21 @@ fn bench(c: &mut Criterion) {
                 .expect("pool"),
         ))
     };
-    let suffix = if tuned { "_mallopt" } else { "" };
+    // How fewstep computes 3×3 convolutions (the bare tract rows are always
+    // tract's direct convolution).
+    let conv: ConvAlgorithm = std::env::var("FEWSTEP_BENCH_CONV")
+        .ok()
+        .map(|c| c.parse().expect("FEWSTEP_BENCH_CONV: winograd or direct"))
+        .unwrap_or_default();
+    let model = model.with_conv_algorithm(conv);
+    let suffix = format!(
+        "{}{}",
+        if tuned { "_mallopt" } else { "" },
+        match conv {
+            ConvAlgorithm::Winograd => "",
+            ConvAlgorithm::Direct => "_direct",
+        }
+    );
     let mut g = c.benchmark_group(format!("unet_gn21/threads{k}{suffix}"));
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(2))

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::time::Duration;
 
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
 use tract_onnx::tract_hir::infer::Factoid;
@@ -60,12 +61,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         model = model.with_input_fact(2, i64::fact([batch]).into())?;
     }
     let mut typed = model.into_typed()?.into_decluttered()?;
-    let conv: fewstep::ConvAlgorithm = match std::env::var("CONV") {
-        Ok(c) => c.parse()?,
-        Err(_) => fewstep::ConvAlgorithm::Direct,
+    let winograd = std::env::var("CONV").is_ok_and(|c| c == "winograd");
+    let rewritten = if winograd {
+        fewstep::rewrite_convolutions(&mut typed)?
+    } else {
+        0
     };
-    let rewritten = fewstep::rewrite_convolutions(&mut typed, conv)?;
-    eprintln!("{conv}: {rewritten} convolutions rewritten");
+    eprintln!("{rewritten} convolutions rewritten as Winograd");
     let plan = typed.into_optimized()?.into_runnable()?;
     let z = Tensor::from_shape(&z_shape, &vec![0.1f32; z_shape.iter().product()])?;
     let mut values = tvec![z.into_tvalue()];
@@ -76,7 +78,39 @@ fn main() -> Result<(), Box<dyn Error>> {
         values.push(Tensor::from_shape(&[batch], &vec![0i64; batch])?.into_tvalue());
     }
 
-    let mut state = SimpleState::new(&plan)?;
+    // THREADS=k (k > 1): run inside a k-thread tract executor and time in
+    // wall-clock (the other threads' CPU time is not this thread's).
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let clock: fn() -> Duration = if threads > 1 { wall_time } else { cpu_time };
+    let executor = if threads > 1 {
+        Executor::MultiThread(Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?,
+        ))
+    } else {
+        Executor::SingleThread
+    };
+    multithread_tract_scope(executor, || {
+        profile(&path, batch, reps, threads, clock, &plan, values)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn profile(
+    path: &str,
+    batch: usize,
+    reps: usize,
+    threads: usize,
+    clock: fn() -> Duration,
+    plan: &Arc<TypedRunnableModel>,
+    values: TVec<TValue>,
+) -> Result<(), Box<dyn Error>> {
+    let cpu_time = clock;
+    let mut state = SimpleState::new(plan)?;
     state.run(values.clone())?; // warm-up: allocations, caches
     let mut per_node: HashMap<usize, (String, String, Duration)> = HashMap::new();
     let t0 = cpu_time();
@@ -107,9 +141,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut kinds: Vec<_> = by_kind.into_iter().collect();
     kinds.sort_by_key(|k| std::cmp::Reverse(k.1.1));
     println!(
-        "{path}: batch {batch}, {:.2} ms of CPU per forward ({} nodes), 1 thread",
+        "{path}: batch {batch}, {:.2} ms per forward ({} nodes), {threads} thread(s), {}",
         per(total),
-        per_node.len()
+        per_node.len(),
+        if threads > 1 { "wall time" } else { "CPU time" }
     );
     println!("{:>9} {:>6} {:>5}  op", "ms", "%", "nodes");
     for (kind, (n, d)) in &kinds {
@@ -127,6 +162,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("{:>9.3}  {kind:<16} {name}", per(*d));
     }
     Ok(())
+}
+
+fn wall_time() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// This thread's CPU time: unlike wall time, it does not count the time

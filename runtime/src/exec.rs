@@ -207,8 +207,12 @@ impl<'m> Runner<'m> {
                 .zip(inputs.into_iter().zip(out.chunks_mut(d)))
                 .try_for_each(run_one),
             // Fewer images than threads: images one after the other, each
-            // using every thread inside its matrix products.
-            Some(pool) if rows < self.threads => {
+            // using every thread inside its matrix products. Not with
+            // Winograd convolutions: tract splits each of their 16 small
+            // products across the threads at a loss (one image, 2 threads:
+            // 16.8 ms, against 13.4 ms on one thread), so there an image
+            // keeps to one thread.
+            Some(pool) if rows < self.threads && !self.model.net.winograd() => {
                 let exec = Executor::MultiThread(pool.clone());
                 multithread_tract_scope(exec, || {
                     states

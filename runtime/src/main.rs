@@ -65,8 +65,8 @@ enum Command {
         /// Run the whole batch as one network batch instead of per image.
         #[arg(long)]
         batched: bool,
-        /// How 3×3 convolutions are computed: winograd (F(2×2, 3×3), 2.25×
-        /// fewer multiplies) or direct (tract's im2col).
+        /// How wide 3×3 convolutions are computed: winograd (F(2×2, 3×3),
+        /// 2.25× fewer multiplies) or direct (tract's im2col).
         #[arg(long, default_value = "winograd")]
         conv: fewstep::ConvAlgorithm,
         /// Refuse a request estimated to need more memory than this (bytes,

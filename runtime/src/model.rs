@@ -480,26 +480,36 @@ impl Network {
         // Built outside the lock: another thread may build the same plan
         // concurrently; either result is equivalent.
         let concrete = self.concrete(batch)?;
-        let plan = self.optimize(concrete)?;
+        let plan = self.optimize(concrete, self.conv == ConvAlgorithm::Winograd)?;
         self.lock_plans().insert(batch, plan.clone());
         Ok(plan)
     }
 
-    /// The runnable plan of a concrete graph, its 3×3 convolutions computed
-    /// with `self.conv`. Should the rewritten graph fail to optimise (a graph
-    /// shape the rewrite did not foresee), the plan falls back to tract's
-    /// direct convolutions: slower, never wrong.
-    fn optimize(&self, concrete: TypedModel) -> Result<Arc<TypedRunnableModel>, LoadError> {
+    /// Whether the plans compute wide 3×3 convolutions as Winograd's.
+    pub(crate) fn winograd(&self) -> bool {
+        self.conv == ConvAlgorithm::Winograd
+    }
+
+    /// The runnable plan of a concrete graph, its eligible 3×3 convolutions
+    /// rewritten as Winograd convolutions if `winograd`. Should the rewritten
+    /// graph fail to optimise (a graph shape the rewrite did not foresee),
+    /// the plan falls back to tract's direct convolutions: slower, never
+    /// wrong.
+    fn optimize(
+        &self,
+        concrete: TypedModel,
+        winograd: bool,
+    ) -> Result<Arc<TypedRunnableModel>, LoadError> {
         let direct = |m: TypedModel| {
             m.into_optimized()
                 .and_then(|m| m.into_runnable())
                 .map_err(tract_err)
         };
-        if self.conv == ConvAlgorithm::Direct {
+        if !winograd {
             return direct(concrete);
         }
         let mut rewritten = concrete.clone();
-        match crate::winograd::rewrite(&mut rewritten, self.conv) {
+        match crate::winograd::rewrite(&mut rewritten) {
             Ok(0) | Err(_) => direct(concrete),
             Ok(_) => direct(rewritten).or_else(|_| direct(concrete)),
         }
@@ -587,12 +597,11 @@ impl Model {
             .sum();
         // Counted on the Winograd graph: its transformed tiles are the larger
         // intermediates, so the estimate bounds either algorithm.
-        let mut batch1 = net.concrete(1)?;
-        let winograd = batch1.clone();
-        let activation_bytes = match crate::winograd::rewrite(&mut batch1, ConvAlgorithm::Winograd)
-        {
-            Ok(_) => crate::memory::activation_bytes(&batch1)?,
-            Err(_) => crate::memory::activation_bytes(&winograd)?,
+        let direct = net.concrete(1)?;
+        let mut winograd = direct.clone();
+        let activation_bytes = match crate::winograd::rewrite(&mut winograd) {
+            Ok(_) => crate::memory::activation_bytes(&winograd)?,
+            Err(_) => crate::memory::activation_bytes(&direct)?,
         };
         Ok(Model {
             meta,
@@ -613,7 +622,7 @@ impl Model {
         self
     }
 
-    /// Sets how 3×3, stride-1 convolutions are computed (default:
+    /// Sets how wide 3×3, stride-1 convolutions are computed (default:
     /// [`ConvAlgorithm::Winograd`]); other convolutions always run as tract's
     /// direct convolution. Plans built so far are dropped and rebuilt on use.
     pub fn with_conv_algorithm(mut self, conv: ConvAlgorithm) -> Self {
@@ -649,8 +658,8 @@ impl Model {
         self.meta.num_classes > 0
     }
 
-    /// How many of the graph's convolutions run as Winograd F(2×2, 3×3)
-    /// under [`ConvAlgorithm::Winograd`], and how many convolutions it has.
+    /// How many of the graph's convolutions run as Winograd F(2×2, 3×3) when
+    /// Winograd is used (see [`ConvAlgorithm`]), and how many it has.
     pub fn winograd_convolutions(&self) -> Result<(usize, usize), LoadError> {
         let batch1 = self.net.concrete(1)?;
         Ok(crate::winograd::count(&batch1))

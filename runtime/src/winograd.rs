@@ -28,15 +28,16 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-/// How the runtime computes 3×3, stride-1 convolutions.
+/// How the runtime computes 3×3, stride-1 convolutions with at least 32
+/// input and output channels (all other convolutions are tract's own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ConvAlgorithm {
-    /// tract's own im2col + matrix product, for every convolution.
-    Direct,
     /// Winograd F(2×2, 3×3): 2.25× fewer multiplies, rounding error at the
-    /// level of the direct convolution. Other convolutions stay direct.
+    /// level of the direct convolution.
     #[default]
     Winograd,
+    /// tract's own im2col + matrix product.
+    Direct,
 }
 
 impl fmt::Display for ConvAlgorithm {
@@ -55,7 +56,7 @@ impl std::str::FromStr for ConvAlgorithm {
             "direct" => Ok(ConvAlgorithm::Direct),
             "winograd" => Ok(ConvAlgorithm::Winograd),
             other => Err(format!(
-                "unknown convolution algorithm {other:?} (direct or winograd)"
+                "unknown convolution algorithm {other:?} (winograd or direct)"
             )),
         }
     }
@@ -231,12 +232,16 @@ fn for_each_parallel<T: Send, S>(
     work: impl Fn(&mut S, T) + Sync + Send,
 ) {
     match current_tract_executor() {
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => pool.install(|| {
-            items
-                .into_par_iter()
-                .with_min_len(min_len)
-                .for_each_init(&scratch, |s, item| work(s, item))
-        }),
+        // Work for a single task stays on the calling thread: handing it to
+        // the pool costs a wake-up and gains nothing.
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 && items.len() > min_len => {
+            pool.install(|| {
+                items
+                    .into_par_iter()
+                    .with_min_len(min_len)
+                    .for_each_init(&scratch, |s, item| work(s, item))
+            })
+        }
         _ => {
             let mut s = scratch();
             for item in items {
@@ -679,10 +684,7 @@ pub(crate) fn count(model: &TypedModel) -> (usize, usize) {
 
 /// Rewrites every eligible convolution of a concrete-shape model; returns how
 /// many were rewritten. Public (hidden) for the profiling example.
-pub fn rewrite(model: &mut TypedModel, algorithm: ConvAlgorithm) -> TractResult<usize> {
-    if algorithm == ConvAlgorithm::Direct {
-        return Ok(0);
-    }
+pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let candidates: Vec<usize> = model
         .nodes()
         .iter()
@@ -906,7 +908,7 @@ mod tests {
             "winograd4"
                 .parse::<ConvAlgorithm>()
                 .unwrap_err()
-                .contains("direct or winograd")
+                .contains("winograd or direct")
         );
     }
 }

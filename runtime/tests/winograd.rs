@@ -116,6 +116,8 @@ fn winograd_is_deterministic_across_batch_and_threads() {
     assert_eq!(sample(&model, 3, 2, Execution::PerImage), one);
     let d = 3 * 9 * 12;
     assert_eq!(sample(&model, 1, 1, Execution::PerImage)[..], one[..d]);
+    // Fewer images than threads: still the same plan, the same bits.
+    assert_eq!(sample(&model, 1, 2, Execution::PerImage)[..], one[..d]);
     // One batch-3 plan: transforms and products over all images at once.
     let batched = sample(&model, 3, 2, Execution::Batched);
     let err = batched
