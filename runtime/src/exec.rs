@@ -15,7 +15,8 @@ use crate::model::{InputKind, Model};
 pub enum Execution {
     /// One concrete batch-1 plan per image (tract's fastest convolution path
     /// is for concrete batch-1 shapes), images run in parallel across the
-    /// threads; a single image uses the threads inside its matrix products.
+    /// threads; with direct convolutions, fewer images than threads run one
+    /// at a time with the threads inside their matrix products.
     /// Image `i` is bitwise identical at any batch size and thread count.
     #[default]
     PerImage,

@@ -341,48 +341,73 @@ impl InputScratch {
         for rr in 0..2 {
             let (a, b) = (&self.phase[2 * rr], &self.phase[2 * rr + 1]);
             let [h0, h1, h2, h3] = pick4(&mut self.horiz, [rr, 2 + rr, 4 + rr, 6 + rr]);
-            bt_along(
-                [&a[..flat], &a[1..][..flat], &b[..flat], &b[1..][..flat]],
-                [
-                    &mut h0[..flat],
-                    &mut h1[..flat],
-                    &mut h2[..flat],
-                    &mut h3[..flat],
-                ],
+            bt_kernel(
+                &a[..],
+                &a[1..],
+                &b[..],
+                &b[1..],
+                h0,
+                h1,
+                h2,
+                h3,
+                Rows::flat(flat),
             );
         }
-        // Vertical: Bᵀ down each column, straight into V's 16 rows.
+        // Vertical: Bᵀ down each column, straight into V's 16 rows, a row of
+        // tiles at a time (the phase rows are `cols` wide, V's rows `tw`).
         let (th, tw) = (g.tiles_h(), g.tiles_w());
         let p0 = n * g.tiles_per_image();
+        let rows = Rows {
+            count: th,
+            len: tw,
+            src_stride: cols,
+            dst_stride: tw,
+        };
         for l in 0..4 {
             let (e, o) = (&self.horiz[2 * l], &self.horiz[2 * l + 1]);
             let [v0, v1, v2, v3] = pick4_rows(out, [l, 4 + l, 8 + l, 12 + l]);
-            for ty in 0..th {
-                let (f, f1, q) = (ty * cols, (ty + 1) * cols, p0 + ty * tw);
-                bt_along(
-                    [&e[f..][..tw], &e[f1..][..tw], &o[f..][..tw], &o[f1..][..tw]],
-                    [
-                        &mut v0[q..][..tw],
-                        &mut v1[q..][..tw],
-                        &mut v2[q..][..tw],
-                        &mut v3[q..][..tw],
-                    ],
-                );
-            }
+            bt_kernel(
+                e,
+                &e[cols..],
+                o,
+                &o[cols..],
+                &mut v0[p0..],
+                &mut v1[p0..],
+                &mut v2[p0..],
+                &mut v3[p0..],
+                rows,
+            );
         }
     }
 }
 
-/// Bᵀ along one axis, element-wise over equal-length rows: with `d0..d3` the
-/// tile's four values along the axis, given as `[d0, d2, d1, d3]` (the two
-/// parity phases at offsets 0 and 1), writes `[d0 − d2, d1 + d2, d2 − d1,
-/// d1 − d3]`.
-fn bt_along([d0, d2, d1, d3]: [&[f32]; 4], [h0, h1, h2, h3]: [&mut [f32]; 4]) {
-    bt_kernel(d0, d2, d1, d3, h0, h1, h2, h3)
+/// `count` rows of `len` values, `src_stride` / `dst_stride` apart in the
+/// inputs / outputs of a kernel.
+#[derive(Clone, Copy, Debug)]
+struct Rows {
+    count: usize,
+    len: usize,
+    src_stride: usize,
+    dst_stride: usize,
 }
 
-/// The loop of [`bt_along`]. Separate reference arguments (not arrays of
-/// them) carry the compiler's no-overlap guarantee, so it vectorises without
+impl Rows {
+    /// One flat row of `len` values.
+    fn flat(len: usize) -> Self {
+        Rows {
+            count: 1,
+            len,
+            src_stride: 0,
+            dst_stride: 0,
+        }
+    }
+}
+
+/// Bᵀ along one axis, element-wise: with `d0..d3` the tile's four values
+/// along the axis, given as `d0, d2, d1, d3` (the two parity phases at
+/// offsets 0 and 1), writes `d0 − d2, d1 + d2, d2 − d1, d1 − d3`, for every
+/// row of `rows`. Separate reference arguments (not arrays of them) carry
+/// the compiler's no-overlap guarantee, so the loop vectorises without
 /// run-time alias checks.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -395,15 +420,20 @@ fn bt_loop(
     h1: &mut [f32],
     h2: &mut [f32],
     h3: &mut [f32],
+    rows: Rows,
 ) {
-    let n = h0.len();
-    let (d0, d1, d2, d3) = (&d0[..n], &d1[..n], &d2[..n], &d3[..n]);
-    let (h1, h2, h3) = (&mut h1[..n], &mut h2[..n], &mut h3[..n]);
-    for f in 0..n {
-        h0[f] = d0[f] - d2[f];
-        h1[f] = d1[f] + d2[f];
-        h2[f] = d2[f] - d1[f];
-        h3[f] = d1[f] - d3[f];
+    let n = rows.len;
+    for r in 0..rows.count {
+        let (s, t) = (r * rows.src_stride, r * rows.dst_stride);
+        let (d0, d1, d2, d3) = (&d0[s..][..n], &d1[s..][..n], &d2[s..][..n], &d3[s..][..n]);
+        let (h0, h1) = (&mut h0[t..][..n], &mut h1[t..][..n]);
+        let (h2, h3) = (&mut h2[t..][..n], &mut h3[t..][..n]);
+        for f in 0..n {
+            h0[f] = d0[f] - d2[f];
+            h1[f] = d1[f] + d2[f];
+            h2[f] = d2[f] - d1[f];
+            h3[f] = d1[f] - d3[f];
+        }
     }
 }
 
@@ -457,7 +487,7 @@ simd_dispatch!(
     /// [`bt_loop`], vectorised for the machine.
     fn bt_kernel / bt_kernel_avx2 = bt_loop(
         d0: &[f32], d2: &[f32], d1: &[f32], d3: &[f32],
-        h0: &mut [f32], h1: &mut [f32], h2: &mut [f32], h3: &mut [f32]
+        h0: &mut [f32], h1: &mut [f32], h2: &mut [f32], h3: &mut [f32], rows: Rows
     )
 );
 
