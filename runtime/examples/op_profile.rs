@@ -10,7 +10,8 @@
 //!
 //! `CONV=winograd` rewrites the 3×3 convolutions first, as the
 //! runtime does (default here: `direct`); `MALLOPT=1` tunes the allocator
-//! first, as the CLI does.
+//! first, as the CLI does. `THREADS=k` runs inside a k-thread executor (wall
+//! time), `INSTALL=1` on one of that pool's threads.
 //!
 //! The model's first input is `[N, C, H, W]` image noise and its second, if
 //! any, the `[N]` time; a model stamped by fewstep (`z`, `t`, `label`) works
@@ -25,7 +26,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
 use tract_onnx::tract_hir::infer::Factoid;
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: op_profile MODEL.onnx [REPS] [BATCH]";
     let path = args.next().ok_or(usage)?;
@@ -85,18 +86,29 @@ fn main() -> Result<(), Box<dyn Error>> {
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
     let clock: fn() -> Duration = if threads > 1 { wall_time } else { cpu_time };
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?,
+    );
     let executor = if threads > 1 {
-        Executor::MultiThread(Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()?,
-        ))
+        Executor::MultiThread(pool.clone())
     } else {
         Executor::SingleThread
     };
-    multithread_tract_scope(executor, || {
-        profile(&path, batch, reps, threads, clock, &plan, values)
-    })
+    let run = || {
+        multithread_tract_scope(executor, || {
+            profile(&path, batch, reps, threads, clock, &plan, values)
+        })
+    };
+    // INSTALL=1: run the forwards on one of the pool's own threads (as the
+    // runtime does), not on the calling thread.
+    if std::env::var_os("INSTALL").is_some() {
+        pool.install(run)?;
+    } else {
+        run()?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -108,7 +120,7 @@ fn profile(
     clock: fn() -> Duration,
     plan: &Arc<TypedRunnableModel>,
     values: TVec<TValue>,
-) -> Result<(), Box<dyn Error>> {
+) -> Result<(), Box<dyn Error + Send + Sync>> {
     let cpu_time = clock;
     let mut state = SimpleState::new(plan)?;
     state.run(values.clone())?; // warm-up: allocations, caches

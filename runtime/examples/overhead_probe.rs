@@ -17,7 +17,8 @@
 //! call of N steps through the public API, 1 thread. `FTZ=1` sets the x86
 //! flush-to-zero / denormals-are-zero flags first (to test for denormal
 //! slow paths). `MALLOPT=1` tunes glibc's allocator first, as the CLI does.
-//! `CONV=direct|winograd` sets how 3×3 convolutions run (default: winograd).
+//! `CONV=direct|winograd` sets how 3×3 convolutions run (default: winograd);
+//! `THREADS=k` gives `fewstep` k threads (default 1).
 //! `compare`: the largest difference of a sample, Winograd against direct.
 //! `POOL=1` runs `bare` inside a *one-thread* `Executor::MultiThread` pool:
 //! tract-linalg 0.23.9 then dispatches its matrix products to rayon's
@@ -100,16 +101,22 @@ fn main() -> Result<(), Box<dyn Error>> {
             eprintln!("{mode}: {ms:.2} ms/forward");
         }
         "fewstep" => {
+            let threads: usize = match std::env::var("THREADS") {
+                Ok(t) => t.parse()?,
+                Err(_) => 1,
+            };
+            // Warm-up: the plan and the thread pool.
+            model.generate().batch(1).steps(1).threads(threads).run()?;
             let t0 = Instant::now();
             model
                 .generate()
                 .batch(1)
                 .seed(1)
                 .steps(u32::try_from(reps)?)
-                .threads(1)
+                .threads(threads)
                 .run()?;
             let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
-            eprintln!("fewstep: {ms:.2} ms/step");
+            eprintln!("fewstep: {ms:.2} ms/step ({threads} thread(s))");
         }
         "compare" => {
             // Largest difference of a 1-step sample, Winograd against the

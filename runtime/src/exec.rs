@@ -15,8 +15,8 @@ use crate::model::{InputKind, Model};
 pub enum Execution {
     /// One concrete batch-1 plan per image (tract's fastest convolution path
     /// is for concrete batch-1 shapes), images run in parallel across the
-    /// threads; with direct convolutions, fewer images than threads run one
-    /// at a time with the threads inside their matrix products.
+    /// threads; fewer images than threads run one at a time with the threads
+    /// inside their matrix products.
     /// Image `i` is bitwise identical at any batch size and thread count.
     #[default]
     PerImage,
@@ -167,9 +167,10 @@ impl<'m> Runner<'m> {
         let inputs = self.inputs(z, t, labels, rows)?;
         let state = &mut self.states[0];
         let result = match &self.pool {
-            Some(pool) => {
+            // On one of the pool's threads, as in `forward_per_image`.
+            Some(pool) => pool.install(|| {
                 multithread_tract_scope(Executor::MultiThread(pool.clone()), || state.run(inputs))
-            }
+            }),
             None => state.run(inputs),
         }
         .map_err(terr)?;
@@ -208,18 +209,20 @@ impl<'m> Runner<'m> {
                 .zip(inputs.into_iter().zip(out.chunks_mut(d)))
                 .try_for_each(run_one),
             // Fewer images than threads: images one after the other, each
-            // using every thread inside its matrix products. Not with
-            // Winograd convolutions: tract splits each of their 16 small
-            // products across the threads at a loss (one image, 2 threads:
-            // 16.8 ms, against 13.4 ms on one thread), so there an image
-            // keeps to one thread.
-            Some(pool) if rows < self.threads && !self.model.net.winograd() => {
+            // using every thread inside its matrix products. On one of the
+            // pool's own threads: from outside, every product hands its work
+            // to the pool and waits for a wake-up, which costs more than
+            // Winograd's small products gain (one image, 2 threads: 20 ms
+            // from outside against 13.5 ms inside).
+            Some(pool) if rows < self.threads => {
                 let exec = Executor::MultiThread(pool.clone());
-                multithread_tract_scope(exec, || {
-                    states
-                        .iter_mut()
-                        .zip(inputs.into_iter().zip(out.chunks_mut(d)))
-                        .try_for_each(run_one)
+                pool.install(|| {
+                    multithread_tract_scope(exec, || {
+                        states
+                            .iter_mut()
+                            .zip(inputs.into_iter().zip(out.chunks_mut(d)))
+                            .try_for_each(run_one)
+                    })
                 })
             }
             // Enough images: one image per thread at a time.

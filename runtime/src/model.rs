@@ -485,11 +485,6 @@ impl Network {
         Ok(plan)
     }
 
-    /// Whether the plans compute wide 3×3 convolutions as Winograd's.
-    pub(crate) fn winograd(&self) -> bool {
-        self.conv == ConvAlgorithm::Winograd
-    }
-
     /// The runnable plan of a concrete graph, its eligible 3×3 convolutions
     /// rewritten as Winograd convolutions if `winograd`. Should the rewritten
     /// graph fail to optimise (a graph shape the rewrite did not foresee),
