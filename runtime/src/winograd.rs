@@ -622,9 +622,12 @@ fn filter_transform(kernel: &[f32], out_ch: usize, in_ch: usize) -> Vec<f32> {
 }
 
 /// Below this many input or output channels the products are too small for
-/// the saved multiplies to pay for the transforms (measured: a 3-channel
-/// input convolution runs 2× slower as Winograd; 16–32-channel layers of a
-/// small U-Net break even).
+/// the saved multiplies to pay for the transforms. Measured with
+/// `op_profile`: the 3-channel input convolution of the benchmark U-Net, as
+/// Winograd, spent 0.16 ms in its products alone for 0.8 M multiply-adds
+/// (~10 GFLOP/s, against ~85 for the wide layers); the shipped Fashion-MNIST
+/// model, all 19 of its 16–32-channel convolutions rewritten, took 2.80 ms
+/// per forward against 2.73 ms direct.
 const MIN_CHANNELS: usize = 32;
 
 /// The geometry of a convolution the rewrite handles, or why it is left to
