@@ -590,14 +590,11 @@ impl Model {
             .filter(|i| [ONNX_FLOAT, ONNX_FLOAT16, 11 /* double */].contains(&i.data_type))
             .map(|i| i.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
             .sum();
-        // Counted on the Winograd graph: its transformed tiles are the larger
-        // intermediates, so the estimate bounds either algorithm.
-        let direct = net.concrete(1)?;
-        let mut winograd = direct.clone();
-        let activation_bytes = match crate::winograd::rewrite(&mut winograd) {
-            Ok(_) => crate::memory::activation_bytes(&winograd)?,
-            Err(_) => crate::memory::activation_bytes(&direct)?,
-        };
+        // Counted on the direct graph, plus the largest block a Winograd
+        // convolution keeps in its thread's scratch (`crate::winograd`).
+        let batch1 = net.concrete(1)?;
+        let activation_bytes = crate::memory::activation_bytes(&batch1)?
+            .saturating_add(crate::winograd::scratch_bytes(&batch1));
         Ok(Model {
             meta,
             interface,

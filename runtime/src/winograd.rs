@@ -20,13 +20,19 @@
 //! rounding error is 3× larger.)
 
 use std::fmt;
+use std::sync::Arc;
 
 use rayon::prelude::*;
-use tract_linalg::multithread::{Executor, current_tract_executor};
+use tract_linalg::MmmDispatch;
+use tract_linalg::mmm::{
+    AsInputValue, EagerPackedInput, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
+    PackedExoticFact, Query, ScratchSpace, retain_best,
+};
+use tract_linalg::multithread::{Executor, current_tract_executor, multithread_tract_scope};
+use tract_linalg::pack::PackedFormat;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// How the runtime computes 3×3, stride-1 convolutions with at least 32
@@ -112,216 +118,678 @@ impl Geometry {
     }
 }
 
-/// `[N, C, H, W]` → `[16, C, tiles]`: `Bᵀ d B` of every 4×4 input tile `d`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct WinogradInput {
+/// One eligible convolution, whole: `[N, C_in, H, W]`, bias (scalar or
+/// `[C_out]`, possibly computed) → `[N, C_out, H_out, W_out]`.
+///
+/// The output's tiles are cut into blocks of whole tile rows. For each block
+/// a worker writes the 16 transformed input matrices `V[ξ]` (block tiles ×
+/// C_in) straight into the packed layout of the matrix kernel tract picked,
+/// multiplies each by the packed `U[ξ]ᵀ` with that kernel, and turns the 16
+/// products back into output pixels. A block's data stays in the worker's
+/// cache and is never packed twice, and the whole convolution is one task
+/// per block for the threads (so one fork–join, not one per product).
+#[derive(Clone, Debug)]
+struct WinogradConv {
     geo: Geometry,
-    channels: usize,
+    in_ch: usize,
+    out_ch: usize,
+    products: Arc<Products>,
 }
 
-/// `[16, C_out, tiles]`, bias (scalar or `[C_out]`) →
-/// `[N, C_out, H_out, W_out]`: `Aᵀ M A + bias` of every tile.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct WinogradOutput {
-    geo: Geometry,
-    channels: usize,
+impl PartialEq for WinogradConv {
+    fn eq(&self, other: &Self) -> bool {
+        self.geo == other.geo
+            && self.in_ch == other.in_ch
+            && self.out_ch == other.out_ch
+            && Arc::ptr_eq(&self.products, &other.products)
+    }
+}
+impl Eq for WinogradConv {}
+
+/// The 16 products of one convolution: the kernel tract's dispatch picks for
+/// their shape, and the transformed filter packed once for it.
+#[derive(Debug)]
+struct Products {
+    mmm: Box<dyn MatMatMul>,
+    packing: usize,
+    /// The kernel's A operand: tiles × C_in, what the input transform writes.
+    tiles: PackedFormat,
+    /// `U[ξ]ᵀ` (C_in × C_out), packed as the kernel's B operand.
+    filter: Vec<EagerPackedInput>,
+    /// Tile rows per block when one thread runs the convolution.
+    rows_per_block: usize,
 }
 
-impl Op for WinogradInput {
+/// Tiles per block a single thread aims at: a few of the kernel's panels.
+/// A block's transformed tiles and products are 16 × (C_in + C_out) × tiles
+/// floats (2 MiB at 128 + 128 channels), but a product reads only its own
+/// 1/16th of them, so that fits in a core's L2 cache. Measured with
+/// `op_profile` on the benchmark U-Net (one thread, AVX-512 32×6 kernel,
+/// best of 3–4 runs): its Winograd convolutions took 8.8 ms with 64-tile
+/// blocks, 7.9–8.1 ms with 96 or 128, 8.6 ms with 192.
+const BLOCK_TILES: usize = 128;
+
+impl Products {
+    fn new(geo: &Geometry, in_ch: usize, out_ch: usize, kernel: &[f32]) -> TractResult<Self> {
+        let rows_per_block = BLOCK_TILES.div_ceil(geo.tiles_w()).clamp(1, geo.tiles_h());
+        let m = (rows_per_block * geo.tiles_w()).min(geo.tiles_per_image());
+        let (mmm, packing) = fastest_kernel(m, in_ch, out_ch)?;
+        let (tiles, filter_format) = f32_panels(&*mmm, packing).context("plain f32 panels")?;
+        let u = filter_transform(kernel, out_ch, in_ch);
+        let filter = (0..16)
+            .map(|xi| {
+                // U[ξ] is [C_out, C_in]: as the B operand, k = C_in (axis 1)
+                // and n = C_out (axis 0).
+                let t = Tensor::from_shape(
+                    &[out_ch, in_ch],
+                    &u[xi * out_ch * in_ch..][..out_ch * in_ch],
+                )?;
+                let p = filter_format.pack_tensor(&t, 1, 0)?;
+                p.downcast::<EagerPackedInput>()
+                    .map(|p| *p)
+                    .map_err(|_| format_err!("packed filter is not an eager input"))
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        Ok(Products {
+            mmm,
+            packing,
+            tiles,
+            filter,
+            rows_per_block,
+        })
+    }
+
+    /// `U[ξ]ᵀ` restricted to output channels `range` (starting on a panel).
+    fn filter_window(&self, xi: usize, range: &std::ops::Range<usize>) -> Panels {
+        let f = &self.filter[xi];
+        let nr = self.mmm.nr();
+        debug_assert_eq!(range.start % nr, 0);
+        Panels::new(
+            // SAFETY: the window's panels lie inside the packed filter.
+            unsafe { f.packed.as_ptr().add(range.start / nr * f.panel_bytes) },
+            f.panel_bytes,
+            range.len(),
+            f.fact.k,
+            &*f.fact.format,
+        )
+    }
+}
+
+/// The A and B formats of a kernel's packing `ix`, if both are plain f32
+/// panels (what the transforms write and the filter is packed as).
+fn f32_panels(mmm: &dyn MatMatMul, ix: usize) -> Option<(PackedFormat, PackedFormat)> {
+    let (a, b) = mmm.packings().get(ix)?;
+    let packed = |f: &dyn MMMInputFormat| {
+        f.downcast_ref::<PackedFormat>()
+            .filter(|p| p.dt == f32::datum_type())
+            .cloned()
+    };
+    Some((packed(&**a)?, packed(&**b)?))
+}
+
+/// The fastest matrix kernel for the products of shape `m × k × n`
+/// (block tiles × C_in × C_out), measured once per shape and process.
+///
+/// tract's own pick is fitted to large products on another CPU; for these
+/// short, A-streaming products it can be far off (here, Zen 4: its
+/// 16×12 AVX-512 kernel made the benchmark U-Net's Winograd convolutions
+/// ~20 % slower than the 32×5 / 32×6 ones). Every candidate sums each output
+/// over `k` in the same order, so the choice changes the speed, not the
+/// result.
+fn fastest_kernel(m: usize, k: usize, n: usize) -> TractResult<(Box<dyn MatMatMul>, usize)> {
+    static CHOSEN: std::sync::Mutex<Vec<((usize, usize, usize), Box<dyn MatMatMul>, usize)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut chosen = CHOSEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, mmm, ix)) = chosen.iter().find(|c| c.0 == (m, k, n)) {
+        return Ok((mmm.clone(), *ix));
+    }
+    let query = Query::plain(f32::datum_type(), Some(m), Some(k), Some(n));
+    let mut suitable: Vec<_> = MmmDispatch::native()
+        .suitable(&query)
+        .into_iter()
+        .filter(|(mmm, ix, extractor)| {
+            extractor.is_none() && mmm.nr() > 1 && f32_panels(&**mmm, *ix).is_some()
+        })
+        .collect();
+    retain_best(&mut suitable);
+    let mut best: Option<(std::time::Duration, Box<dyn MatMatMul>, usize)> = None;
+    for (mmm, ix, _) in suitable {
+        let time = time_products(&*mmm, ix, m, k, n)?;
+        if best.as_ref().is_none_or(|b| time < b.0) {
+            best = Some((time, mmm, ix));
+        }
+    }
+    let (_, mmm, ix) = best.context("no f32 matrix kernel with plain packed panels")?;
+    chosen.push(((m, k, n), mmm.clone(), ix));
+    Ok((mmm, ix))
+}
+
+/// The shortest of a few timings of 16 products `m × k × n` with kernel
+/// `mmm` (what one block of a convolution runs), on one thread.
+fn time_products(
+    mmm: &dyn MatMatMul,
+    ix: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> TractResult<std::time::Duration> {
+    let (a_format, b_format) = f32_panels(mmm, ix).context("plain f32 panels")?;
+    let a = a_format.pack_tensor(&Tensor::from_shape(&[m, k], &vec![0.5f32; m * k])?, 1, 0)?;
+    let b = b_format.pack_tensor(&Tensor::from_shape(&[k, n], &vec![0.25f32; k * n])?, 0, 1)?;
+    let c = Tensor::zero::<f32>(&[m, n])?;
+    // SAFETY: a fresh scratch for this kernel, and a store inside `c`.
+    let (mut scratch, store) = unsafe {
+        (
+            mmm.allocate_scratch_space(),
+            mmm.c_from_data_and_strides(4, 1, m as isize)
+                .wrap(&c.view()),
+        )
+    };
+    let specs = [
+        FusedSpec::AddMatMul {
+            a: AsInputValue::Borrowed(&*a),
+            b: AsInputValue::Borrowed(&*b),
+            packing: ix,
+        },
+        FusedSpec::Store(store),
+    ];
+    multithread_tract_scope(Executor::SingleThread, || {
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..4 {
+            let start = std::time::Instant::now();
+            for _ in 0..16 {
+                // SAFETY: operands packed for this kernel and packing.
+                unsafe { mmm.run_with_scratch_space(m, n, &mut *scratch, &specs)? };
+            }
+            best = best.min(start.elapsed());
+        }
+        Ok(best)
+    })
+}
+
+/// Panels already in a kernel's packed layout, lent to one product: a
+/// block's transformed tiles in a worker's scratch, or a window of the packed
+/// filter. Lives only for the product, while what it points to is borrowed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Panels {
+    /// Address of the first panel.
+    base: usize,
+    panel_bytes: usize,
+    mn: usize,
+    fact: PackedExoticFact,
+}
+
+impl Panels {
+    fn new(
+        base: *const u8,
+        panel_bytes: usize,
+        mn: usize,
+        k: usize,
+        format: &dyn MMMInputFormat,
+    ) -> Self {
+        Panels {
+            base: base as usize,
+            panel_bytes,
+            mn,
+            fact: PackedExoticFact {
+                format: tract_onnx::tract_core::dyn_clone::clone_box(format),
+                mn: mn.to_dim(),
+                k,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Panels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "borrowed panels ({})", self.fact)
+    }
+}
+
+impl MMMInputValue for Panels {
+    fn format(&self) -> &dyn MMMInputFormat {
+        &*self.fact.format
+    }
+    fn scratch_panel_buffer_layout(&self) -> Option<std::alloc::Layout> {
+        None
+    }
+    fn panel_bytes(&self, i: usize, _buffer: Option<*mut u8>) -> TractResult<*const u8> {
+        ensure!(
+            i < self.panels_count(),
+            "panel {i} of {}",
+            self.panels_count()
+        );
+        Ok((self.base + i * self.panel_bytes) as *const u8)
+    }
+    fn mn(&self) -> usize {
+        self.mn
+    }
+    fn k(&self) -> usize {
+        self.fact.k
+    }
+    fn exotic_fact(&self) -> &dyn ExoticFact {
+        &self.fact
+    }
+    fn extract_at_mn_f16(&self, mn: usize, slice: &mut [f16]) -> TractResult<()> {
+        let mut f = vec![0f32; slice.len()];
+        self.extract_at_mn_f32(mn, &mut f)?;
+        slice
+            .iter_mut()
+            .zip(f)
+            .for_each(|(s, v)| *s = f16::from_f32(v));
+        Ok(())
+    }
+    fn extract_at_mn_f32(&self, mn: usize, slice: &mut [f32]) -> TractResult<()> {
+        ensure!(
+            mn < self.mn && slice.len() == self.k(),
+            "extract {mn} of {self}"
+        );
+        let r = self.format().r();
+        let panel = self.panel_bytes(mn / r, None)? as *const f32;
+        for (k, s) in slice.iter_mut().enumerate() {
+            // SAFETY: `k < K` and `mn % r < r` address inside the panel.
+            *s = unsafe { *panel.add(k * r + mn % r) };
+        }
+        Ok(())
+    }
+}
+
+impl Op for WinogradConv {
     fn name(&self) -> StaticName {
-        "WinogradInput".into()
+        "WinogradConv".into()
     }
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.geo)])
+        Ok(vec![
+            format!("{:?}, {} → {} channels", self.geo, self.in_ch, self.out_ch),
+            format!(
+                "kernel {}, {} tile rows per block",
+                self.products.mmm.name(),
+                self.products.rows_per_block
+            ),
+        ])
     }
     op_as_typed_op!();
 }
 
-impl Op for WinogradOutput {
-    fn name(&self) -> StaticName {
-        "WinogradOutput".into()
-    }
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.geo)])
-    }
-    op_as_typed_op!();
-}
-
-impl EvalOp for WinogradInput {
+impl EvalOp for WinogradConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = args_1!(inputs);
+        let (x, bias) = args_2!(inputs);
         let g = self.geo;
         ensure!(
-            x.shape() == [g.batch, self.channels, g.in_h, g.in_w],
-            "WinogradInput: input shape {:?}",
+            x.shape() == [g.batch, self.in_ch, g.in_h, g.in_w],
+            "WinogradConv: input shape {:?}",
             x.shape()
         );
         let x = x.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
-        // SAFETY: the transform writes every element before anything reads it.
-        let mut v = unsafe { Tensor::uninitialized::<f32>(&[16, self.channels, g.tiles()])? };
-        input_transform(
-            &g,
-            self.channels,
-            x,
-            v.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
-        Ok(tvec!(v.into_tvalue()))
-    }
-}
-
-impl EvalOp for WinogradOutput {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let (m, bias) = args_2!(inputs);
-        let g = self.geo;
-        ensure!(
-            m.shape() == [16, self.channels, g.tiles()],
-            "WinogradOutput: input shape {:?}",
-            m.shape()
-        );
-        let m = m.try_as_plain_ram()?;
-        let m = m.as_slice::<f32>()?;
         let bias = bias.try_as_plain_ram()?;
         let bias = bias.as_slice::<f32>()?;
         ensure!(
-            bias.len() == 1 || bias.len() == self.channels,
-            "WinogradOutput: {} bias values for {} channels",
+            bias.len() == 1 || bias.len() == self.out_ch,
+            "WinogradConv: {} bias values for {} channels",
             bias.len(),
-            self.channels
+            self.out_ch
         );
-        // SAFETY: the transform writes every element before anything reads it.
+        // SAFETY: the blocks together write every element (see `run_block`)
+        // before anything reads it.
         let mut y =
-            unsafe { Tensor::uninitialized::<f32>(&[g.batch, self.channels, g.out_h, g.out_w])? };
-        output_transform(
-            &g,
-            self.channels,
-            m,
-            bias,
-            y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            unsafe { Tensor::uninitialized::<f32>(&[g.batch, self.out_ch, g.out_h, g.out_w])? };
+        let out = OutPtr(
+            y.try_as_plain_ram_mut()?
+                .as_slice_mut::<f32>()?
+                .as_mut_ptr(),
         );
+        let blocks = self.blocks(executor_threads());
+        for_each_parallel(blocks, |block| {
+            // SAFETY: the blocks write disjoint parts of `y`, which outlives
+            // the call.
+            unsafe { self.run_block(x, bias, out, &block) }
+        })?;
         Ok(tvec!(y.into_tvalue()))
     }
 }
 
-impl TypedOp for WinogradInput {
+impl TypedOp for WinogradConv {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact([16, self.channels, self.geo.tiles()])))
+        let g = self.geo;
+        Ok(tvec!(f32::fact([g.batch, self.out_ch, g.out_h, g.out_w])))
+    }
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        // The products' multiply-adds, as tract counts a convolution's.
+        let macs = 16 * self.geo.tiles() * self.in_ch * self.out_ch;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), macs.to_dim())))
     }
     as_op!();
 }
 
-impl TypedOp for WinogradOutput {
-    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let g = self.geo;
-        Ok(tvec!(f32::fact([g.batch, self.channels, g.out_h, g.out_w])))
+/// One task: tile rows `rows` of image `image`, output channels `channels`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Block {
+    image: usize,
+    rows: std::ops::Range<usize>,
+    channels: std::ops::Range<usize>,
+}
+
+/// The output tensor's buffer, written by several workers at once.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: workers write disjoint elements (one block each).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Threads of the tract executor this call runs under.
+fn executor_threads() -> usize {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
     }
-    as_op!();
 }
 
 /// Runs `work` on every item, on the tract executor's threads when there are
-/// several (so the transforms scale like the products between them), with a
-/// scratch value per worker. Items are independent, so the result does not
-/// depend on the thread count.
-fn for_each_parallel<T: Send, S>(
+/// several. Items are independent, so the result does not depend on the
+/// thread count.
+fn for_each_parallel<T: Send>(
     items: Vec<T>,
-    min_len: usize,
-    scratch: impl Fn() -> S + Sync + Send,
-    work: impl Fn(&mut S, T) + Sync + Send,
-) {
+    work: impl Fn(T) -> TractResult<()> + Sync + Send,
+) -> TractResult<()> {
+    // Each task runs its products on its own thread: the threads are already
+    // busy with the other tasks.
+    let task = |item| multithread_tract_scope(Executor::SingleThread, || work(item));
     match current_tract_executor() {
         // Work for a single task stays on the calling thread: handing it to
         // the pool costs a wake-up and gains nothing.
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 && items.len() > min_len => {
-            pool.install(|| {
-                items
-                    .into_par_iter()
-                    .with_min_len(min_len)
-                    .for_each_init(&scratch, |s, item| work(s, item))
-            })
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 && items.len() > 1 => {
+            pool.install(|| items.into_par_iter().with_max_len(1).try_for_each(task))
         }
-        _ => {
-            let mut s = scratch();
-            for item in items {
-                work(&mut s, item);
-            }
-        }
+        _ => items.into_iter().try_for_each(task),
     }
 }
 
-/// Pixels of work below which a thread gets more channels rather than less.
-const PIXELS_PER_TASK: usize = 16 * 1024;
-
-/// `V[ξ][c][tile] = (Bᵀ d B)[ξ]` for every 4×4 input tile `d` (zero outside
-/// the image: the convolution's zero padding).
-fn input_transform(g: &Geometry, channels: usize, x: &[f32], v: &mut [f32]) {
-    let tiles = g.tiles();
-    // v's rows are (ξ, c): bucket them by channel, 16 rows each.
-    let mut rows: Vec<Vec<&mut [f32]>> = (0..channels).map(|_| Vec::with_capacity(16)).collect();
-    for (i, row) in v.chunks_exact_mut(tiles).enumerate() {
-        rows[i % channels].push(row);
-    }
-    let items: Vec<(usize, Vec<&mut [f32]>)> = rows.into_iter().enumerate().collect();
-    let plane = g.in_h * g.in_w;
-    let min_len = (PIXELS_PER_TASK / (plane * g.batch).max(1)).max(1);
-    let geo = *g;
-    for_each_parallel(
-        items,
-        min_len,
-        || InputScratch::new(&geo),
-        |scratch, (c, mut rows)| {
-            for n in 0..geo.batch {
-                let xp = &x[(n * channels + c) * plane..][..plane];
-                scratch.transform_plane(&geo, xp, n, &mut rows);
+impl WinogradConv {
+    /// How one call is cut into tasks for `threads` threads: blocks of whole
+    /// tile rows (`rows_per_block` on one thread; smaller while there are
+    /// fewer blocks than threads and a block still fills a kernel panel),
+    /// then, if still too few, groups of output channels (each group
+    /// transforms the block's input again: cheap next to its products).
+    fn blocks(&self, threads: usize) -> Vec<Block> {
+        let g = &self.geo;
+        let (th, tw) = (g.tiles_h(), g.tiles_w());
+        let count = |rows: usize| g.batch * th.div_ceil(rows);
+        let mut rows = self.products.rows_per_block;
+        while count(rows) < threads && rows > 1 && rows.div_ceil(2) * tw >= self.products.mmm.mr() {
+            rows = rows.div_ceil(2);
+        }
+        let nr = self.products.mmm.nr();
+        let panels = self.out_ch.div_ceil(nr);
+        let groups = threads.div_ceil(count(rows)).clamp(1, panels);
+        // Group i: the kernel's column panels [i·P/groups, (i+1)·P/groups).
+        let edge = |i: usize| (i * panels / groups * nr).min(self.out_ch);
+        let mut blocks = Vec::with_capacity(count(rows) * groups);
+        for image in 0..g.batch {
+            for r0 in (0..th).step_by(rows) {
+                for group in 0..groups {
+                    blocks.push(Block {
+                        image,
+                        rows: r0..(r0 + rows).min(th),
+                        channels: edge(group)..edge(group + 1),
+                    });
+                }
             }
-        },
-    );
+        }
+        blocks
+    }
+
+    /// Transforms, multiplies and transforms back one block, with this
+    /// thread's scratch.
+    ///
+    /// # Safety
+    /// `out` is the output tensor's buffer, and no other thread writes the
+    /// part this block covers.
+    unsafe fn run_block(
+        &self,
+        x: &[f32],
+        bias: &[f32],
+        out: OutPtr,
+        block: &Block,
+    ) -> TractResult<()> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let BlockScratch {
+                tiles: tiles_buf,
+                products: products_buf,
+                mmm: mmm_buf,
+                input,
+                output,
+            } = scratch;
+            let g = &self.geo;
+            let p = &*self.products;
+            let tw = g.tiles_w();
+            let tiles = block.rows.len() * tw;
+            let mr = p.mmm.mr();
+            let panel_len = p.tiles.single_panel_len(self.in_ch);
+            let plane_len = tiles.div_ceil(mr) * panel_len;
+            let align = p.tiles.alignment().max(std::mem::align_of::<f32>());
+            // SAFETY: every element is written below before the kernel reads it.
+            let v = unsafe { floats(tiles_buf, 16 * plane_len, align) };
+            // Padding of the last panel (tiles beyond the block, records
+            // beyond C_in): zero, or the kernel multiplies garbage that may be
+            // NaN or slow denormals into lanes it then drops.
+            for plane in v.chunks_exact_mut(plane_len) {
+                for panel in plane.chunks_exact_mut(panel_len) {
+                    panel[self.in_ch * mr..].fill(0.0);
+                }
+                let last = &mut plane[(tiles.div_ceil(mr) - 1) * panel_len..];
+                if tiles % mr != 0 {
+                    for record in last[..self.in_ch * mr].chunks_exact_mut(mr) {
+                        record[tiles % mr..].fill(0.0);
+                    }
+                }
+            }
+            let mut planes: Vec<&mut [f32]> = v.chunks_exact_mut(plane_len).collect();
+            let input = input.get_or_insert_with(|| InputScratch::new(g, block.rows.len()));
+            input.ensure(g, block.rows.len());
+            let plane = g.in_h * g.in_w;
+            for c in 0..self.in_ch {
+                let xp = &x[(block.image * self.in_ch + c) * plane..][..plane];
+                let layout = TileLayout {
+                    mr,
+                    panel_len,
+                    channel: c,
+                };
+                input.transform_rows(g, xp, block.rows.clone(), &mut planes, layout);
+            }
+
+            // The 16 products, each into its own [channels][tiles] plane.
+            let channels = block.channels.len();
+            let m = tensor(products_buf, 16 * channels * tiles)?;
+            let mmm_scratch = match mmm_buf.take() {
+                // SAFETY: asks only whether the scratch is of the kernel's type.
+                Some(s) if unsafe { p.mmm.can_use_scratch_space(&*s) } => s,
+                // SAFETY: a fresh scratch for this kernel.
+                _ => unsafe { p.mmm.allocate_scratch_space() },
+            };
+            let mmm_scratch = mmm_buf.insert(mmm_scratch);
+            let shape = [tiles, channels];
+            let strides = [1, tiles as isize];
+            for (xi, plane) in planes.iter().enumerate() {
+                let a = Panels::new(
+                    plane.as_ptr() as *const u8,
+                    panel_len * 4,
+                    tiles,
+                    self.in_ch,
+                    &p.tiles,
+                );
+                let b = p.filter_window(xi, &block.channels);
+                // SAFETY: the view lies inside `m` (16 planes of
+                // tiles × channels floats).
+                let store = unsafe {
+                    let view = TensorView::from_bytes(
+                        m,
+                        (xi * channels * tiles * 4) as isize,
+                        &shape,
+                        &strides,
+                    );
+                    p.mmm
+                        .c_from_data_and_strides(4, 1, tiles as isize)
+                        .wrap(&view)
+                };
+                unsafe {
+                    p.mmm.run_with_scratch_space(
+                        tiles,
+                        channels,
+                        &mut **mmm_scratch,
+                        &[
+                            FusedSpec::AddMatMul {
+                                a: AsInputValue::Borrowed(&a),
+                                b: AsInputValue::Borrowed(&b),
+                                packing: p.packing,
+                            },
+                            FusedSpec::Store(store),
+                        ],
+                    )?;
+                }
+            }
+            let m = m.try_as_plain_ram()?.as_slice::<f32>()?;
+            let out_plane = g.out_h * g.out_w;
+            for (i, c) in block.channels.clone().enumerate() {
+                let bc = if bias.len() == 1 { bias[0] } else { bias[c] };
+                let products = |xi: usize| &m[(xi * channels + i) * tiles..][..tiles];
+                let base = (block.image * self.out_ch + c) * out_plane;
+                output.transform(g, block.rows.clone(), products, bc, |yy| {
+                    // SAFETY: row `yy` of this block's image and channel is
+                    // written by this block only (the caller's contract).
+                    unsafe {
+                        std::slice::from_raw_parts_mut(out.0.add(base + yy * g.out_w), g.out_w)
+                    }
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
+thread_local! {
+    /// Per-thread buffers of the Winograd blocks, kept between calls (they
+    /// are as large as the largest block run on the thread so far).
+    static SCRATCH: std::cell::RefCell<BlockScratch> = Default::default();
+}
+
+#[derive(Default)]
+struct BlockScratch {
+    /// The block's transformed tiles, in the kernel's packed layout.
+    tiles: Option<Blob>,
+    /// The block's 16 products.
+    products: Option<Tensor>,
+    /// tract's scratch for the kernel.
+    mmm: Option<Box<dyn ScratchSpace>>,
+    input: Option<InputScratch>,
+    output: OutputScratch,
+}
+
+/// `len` floats of `blob`, aligned to `align` bytes, contents unspecified.
+///
+/// # Safety
+/// The caller writes them before reading.
+unsafe fn floats(blob: &mut Option<Blob>, len: usize, align: usize) -> &mut [f32] {
+    let blob = blob.get_or_insert_with(Blob::default);
+    unsafe {
+        blob.ensure_size_and_align(len * 4, align);
+        std::slice::from_raw_parts_mut(blob.as_mut_ptr() as *mut f32, len)
+    }
+}
+
+/// A tensor of at least `len` floats, contents unspecified (written by the
+/// kernel before they are read).
+fn tensor(slot: &mut Option<Tensor>, len: usize) -> TractResult<&Tensor> {
+    if slot.as_ref().is_none_or(|t| t.len() < len) {
+        // SAFETY: see above.
+        *slot = Some(unsafe { Tensor::uninitialized::<f32>(&[len])? });
+    }
+    Ok(slot.as_ref().expect("set above"))
+}
+
+/// Where the input transform writes tile `j` of a block for input channel
+/// `c`: the kernel's packed A layout, panels of `mr` tiles, each panel
+/// `panel_len` floats holding `mr` consecutive tiles per channel.
+#[derive(Clone, Copy, Debug)]
+struct TileLayout {
+    mr: usize,
+    panel_len: usize,
+    channel: usize,
+}
+
+impl TileLayout {
+    fn offset(&self, j: usize) -> usize {
+        (j / self.mr) * self.panel_len + self.channel * self.mr + j % self.mr
+    }
 }
 
 /// Per-worker buffers of the input transform.
 struct InputScratch {
-    /// Rows (per phase) of the padded plane: `th + 1`.
+    /// Rows (per phase) of the padded block: its tile rows + 1.
     rows: usize,
     /// Columns per phase: `tw + 1`.
     cols: usize,
     /// One padded input row.
     line: Vec<f32>,
-    /// `phase[2·rr + r][i][t] = X_pad[2i + rr][2t + r]`, plus one slack value.
+    /// `phase[2·rr + r][i][t] = X_pad[2(ty0 + i) + rr][2t + r]`, plus one
+    /// slack value.
     phase: [Vec<f32>; 4],
-    /// `horiz[2·l + rr]`: the horizontal transform, per row phase.
+    /// `horiz[2·l + rr][i][tx]`: the horizontal transform, per row phase.
     horiz: [Vec<f32>; 8],
 }
 
 impl InputScratch {
-    fn new(g: &Geometry) -> Self {
-        let (rows, cols) = (g.tiles_h() + 1, g.tiles_w() + 1);
-        let len = rows * cols + 1;
-        InputScratch {
-            rows,
-            cols,
-            line: vec![0.0; 2 * cols + 1],
-            phase: std::array::from_fn(|_| vec![0.0; len]),
-            horiz: std::array::from_fn(|_| vec![0.0; len]),
-        }
+    fn new(g: &Geometry, tile_rows: usize) -> Self {
+        let mut s = InputScratch {
+            rows: 0,
+            cols: 0,
+            line: vec![],
+            phase: Default::default(),
+            horiz: Default::default(),
+        };
+        s.ensure(g, tile_rows);
+        s
     }
 
-    /// One image plane of one channel into its 16 rows of `V`.
+    /// Sizes the buffers for `tile_rows` tile rows of `g`.
+    fn ensure(&mut self, g: &Geometry, tile_rows: usize) {
+        let (rows, cols) = (tile_rows + 1, g.tiles_w() + 1);
+        if (rows, cols) == (self.rows, self.cols) {
+            return;
+        }
+        (self.rows, self.cols) = (rows, cols);
+        let len = rows * cols + 1;
+        self.line = vec![0.0; 2 * cols + 1];
+        self.phase
+            .iter_mut()
+            .chain(&mut self.horiz)
+            .for_each(|v| *v = vec![0.0; len]);
+    }
+
+    /// Tile rows `tile_rows` of one channel's image plane `xp` into the 16
+    /// transformed planes `out[ξ]`, tile `j` of the block at
+    /// `layout.offset(j)`.
     ///
-    /// The padded plane is split into its four (row, column) parity phases.
-    /// Then the window of tile (ty, tx) at row `2ty + i`, column `2tx + j` is
-    /// `phase[2·(i%2) + j%2][ty + i/2][tx + j/2]`: contiguous in `tx`, and in
-    /// the flat index `ty·cols + tx`, so both passes are long element-wise
-    /// loops the compiler vectorises. Column `tx = tw` of each phase row is
-    /// padding the loops compute and the output skips.
-    fn transform_plane(&mut self, g: &Geometry, xp: &[f32], n: usize, out: &mut [&mut [f32]]) {
+    /// The padded rows are split into their four (row, column) parity
+    /// phases. Then the window of tile (ty, tx) at row `2ty + i`, column
+    /// `2tx + j` is `phase[2·(i%2) + j%2][ty − ty0 + i/2][tx + j/2]`:
+    /// contiguous in `tx`, so both passes are element-wise loops the
+    /// compiler vectorises, the vertical one over whole panels of tiles.
+    fn transform_rows(
+        &mut self,
+        g: &Geometry,
+        xp: &[f32],
+        tile_rows: std::ops::Range<usize>,
+        out: &mut [&mut [f32]],
+        layout: TileLayout,
+    ) {
         let (rows, cols) = (self.rows, self.cols);
-        let flat = rows * cols;
+        debug_assert_eq!(rows, tile_rows.len() + 1);
         for row in 0..2 * rows {
             self.line.fill(0.0);
-            let yy = row as isize - g.pad_top as isize;
+            let yy = (2 * tile_rows.start + row) as isize - g.pad_top as isize;
             if yy >= 0 && (yy as usize) < g.in_h {
                 let src = &xp[yy as usize * g.in_w..][..g.in_w];
                 let len = g.in_w.min(self.line.len() - g.pad_left);
@@ -338,46 +806,121 @@ impl InputScratch {
                 &mut odd[i * cols..][..cols],
             );
         }
-        // Horizontal: Bᵀ along each row, for both row phases.
+        // Horizontal: Bᵀ along each row, for both row phases, into rows of
+        // `tw` (the padding column dropped), so that the flat index of
+        // `horiz` is the tile's index `j` in the block.
+        let tw = g.tiles_w();
         for rr in 0..2 {
             let (a, b) = (&self.phase[2 * rr], &self.phase[2 * rr + 1]);
             let [h0, h1, h2, h3] = pick4(&mut self.horiz, [rr, 2 + rr, 4 + rr, 6 + rr]);
-            bt_kernel(
-                &a[..],
-                &a[1..],
-                &b[..],
-                &b[1..],
-                h0,
-                h1,
-                h2,
-                h3,
-                Rows::flat(flat),
-            );
+            let rows = Rows {
+                count: rows,
+                len: tw,
+                src_stride: cols,
+                dst_stride: tw,
+            };
+            bt_kernel(&a[..], &a[1..], &b[..], &b[1..], h0, h1, h2, h3, rows);
         }
-        // Vertical: Bᵀ down each column, straight into V's 16 rows, a row of
-        // tiles at a time (the phase rows are `cols` wide, V's rows `tw`).
-        let (th, tw) = (g.tiles_h(), g.tiles_w());
-        let p0 = n * g.tiles_per_image();
-        let rows = Rows {
-            count: th,
-            len: tw,
-            src_stride: cols,
-            dst_stride: tw,
-        };
-        for l in 0..4 {
-            let (e, o) = (&self.horiz[2 * l], &self.horiz[2 * l + 1]);
-            let [v0, v1, v2, v3] = pick4_rows(out, [l, 4 + l, 8 + l, 12 + l]);
-            bt_kernel(
-                e,
-                &e[cols..],
-                o,
-                &o[cols..],
-                &mut v0[p0..],
-                &mut v1[p0..],
-                &mut v2[p0..],
-                &mut v3[p0..],
-                rows,
-            );
+        // Vertical: Bᵀ down each column (rows `j` and `j + tw` of the
+        // flat index), straight into the packed planes: one kernel pass over
+        // the full panels, one over the partial last one.
+        let tiles = tile_rows.len() * tw;
+        let (mr, full) = (layout.mr, tiles / layout.mr);
+        let passes = [
+            (
+                0,
+                Rows {
+                    count: full,
+                    len: mr,
+                    src_stride: mr,
+                    dst_stride: layout.panel_len,
+                },
+            ),
+            (full * mr, Rows::flat(tiles % mr)),
+        ];
+        for (j, rows) in passes {
+            if rows.count == 0 || rows.len == 0 {
+                continue;
+            }
+            let d = layout.offset(j);
+            for l in 0..4 {
+                let (e, o) = (&self.horiz[2 * l], &self.horiz[2 * l + 1]);
+                let [v0, v1, v2, v3] = pick4_rows(out, [l, 4 + l, 8 + l, 12 + l]);
+                bt_kernel(
+                    &e[j..],
+                    &e[j + tw..],
+                    &o[j..],
+                    &o[j + tw..],
+                    &mut v0[d..],
+                    &mut v1[d..],
+                    &mut v2[d..],
+                    &mut v3[d..],
+                    rows,
+                );
+            }
+        }
+    }
+}
+
+/// Per-worker buffers of the output transform: twelve rows of a block's
+/// tiles.
+#[derive(Default)]
+struct OutputScratch {
+    rows: [Vec<f32>; 12],
+}
+
+impl OutputScratch {
+    /// `Y = Aᵀ M A + bias` for every tile of tile rows `tile_rows` of one
+    /// output channel, from its 16 products `m(ξ)` (one value per tile of
+    /// the block), written into the output rows `row(yy)` (cropped to the
+    /// image).
+    fn transform<'m, 'y>(
+        &mut self,
+        g: &Geometry,
+        tile_rows: std::ops::Range<usize>,
+        m: impl Fn(usize) -> &'m [f32],
+        bias: f32,
+        mut row: impl FnMut(usize) -> &'y mut [f32],
+    ) {
+        let tw = g.tiles_w();
+        let tiles = tile_rows.len() * tw;
+        for r in &mut self.rows {
+            if r.len() < tiles {
+                r.resize(tiles, 0.0);
+            }
+        }
+        let [s0, s1, y00, y01, y10, y11, s00, s01, s02, s03, s10, s11] =
+            self.rows.each_mut().map(|r| &mut r[..tiles]);
+        // Aᵀ down the columns: s0l, s1l for each column l of the tile.
+        for (l, (a, b)) in [
+            (&mut *s00, &mut *s10),
+            (&mut *s01, &mut *s11),
+            (&mut *s02, &mut *s0),
+            (&mut *s03, &mut *s1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            at_kernel(m(l), m(4 + l), m(8 + l), m(12 + l), a, b, 0.0);
+        }
+        // Aᵀ along the rows, plus the bias.
+        at_kernel(s00, s01, s02, s03, y00, y01, bias);
+        at_kernel(s10, s11, s0, s1, y10, y11, bias);
+        // Interleave the 2×2 tile outputs into the image rows.
+        for (r, ty) in tile_rows.enumerate() {
+            for (half, (even, odd)) in [(&*y00, &*y01), (&*y10, &*y11)].into_iter().enumerate() {
+                let yy = 2 * ty + half;
+                if yy >= g.out_h {
+                    continue;
+                }
+                let (even, odd) = (&even[r * tw..][..tw], &odd[r * tw..][..tw]);
+                for (pair, (e, o)) in row(yy).chunks_mut(2).zip(even.iter().zip(odd)) {
+                    pair[0] = *e;
+                    if let Some(x) = pair.get_mut(1) {
+                        *x = *o;
+                    }
+                }
+            }
         }
     }
 }
@@ -505,65 +1048,74 @@ fn pick4_rows<'a>(rows: &'a mut [&mut [f32]], ix: [usize; 4]) -> [&'a mut [f32];
         .map(|r| &mut **r)
 }
 
-/// `Y = Aᵀ M A + bias` for every tile, cropped to the output plane.
-fn output_transform(g: &Geometry, channels: usize, mm: &[f32], bias: &[f32], y: &mut [f32]) {
-    let plane = g.out_h * g.out_w;
-    // y's planes are (n, c): bucket them by channel.
-    let mut planes: Vec<Vec<&mut [f32]>> =
-        (0..channels).map(|_| Vec::with_capacity(g.batch)).collect();
-    for (i, p) in y.chunks_exact_mut(plane).enumerate() {
-        planes[i % channels].push(p);
+/// Bytes of the largest per-thread scratch a Winograd convolution of the
+/// model uses: a block's transformed tiles and products (padding to the
+/// kernel's panels included, at up to 64 tiles and 8 channels of it).
+pub(crate) fn scratch_bytes(model: &TypedModel) -> u64 {
+    model
+        .nodes()
+        .iter()
+        .filter_map(|n| {
+            let conv = n.op_as::<Conv>()?;
+            let geo = eligible(model, n, conv).ok()?;
+            let rows = BLOCK_TILES.div_ceil(geo.tiles_w()).clamp(1, geo.tiles_h());
+            let tiles = (rows * geo.tiles_w()).min(geo.tiles_per_image()) as u64 + 64;
+            let (cin, cout) = (
+                conv.pool_spec.input_channels,
+                conv.pool_spec.output_channels,
+            );
+            Some(16 * 4 * tiles * (cin as u64 + 8 + cout as u64))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Rewrites every eligible convolution of a concrete-shape model as a
+/// [`WinogradConv`]; returns how many were rewritten. Public (hidden) for
+/// the profiling example.
+pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    let candidates: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_is::<Conv>())
+        .map(|n| n.id)
+        .collect();
+    let mut done = 0;
+    for id in candidates {
+        let node = model.node(id).clone();
+        let Some(conv) = node.op_as::<Conv>().cloned() else {
+            continue;
+        };
+        let Ok(geo) = eligible(model, &node, &conv) else {
+            continue;
+        };
+        let (out_ch, in_ch) = (
+            conv.pool_spec.output_channels,
+            conv.pool_spec.input_channels,
+        );
+        let kernel = model
+            .outlet_fact(node.inputs[1])?
+            .konst
+            .clone()
+            .context("constant kernel")?;
+        let kernel = kernel.try_as_plain_ram()?;
+        let kernel = kernel.as_slice::<f32>()?;
+        ensure!(kernel.len() == out_ch * in_ch * 9, "kernel size");
+        let op = WinogradConv {
+            geo,
+            in_ch,
+            out_ch,
+            products: Arc::new(Products::new(&geo, in_ch, out_ch, kernel)?),
+        };
+        let mut patch = TypedModelPatch::new(format!("winograd {}", node.name));
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let bias = patch.tap_model(model, node.inputs[2])?;
+        let y = patch.wire_node(format!("{}.winograd", node.name), op, &[x, bias])?[0];
+        patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+        patch.apply(model)?;
+        done += 1;
     }
-    let items: Vec<(usize, Vec<&mut [f32]>)> = planes.into_iter().enumerate().collect();
-    let min_len = (PIXELS_PER_TASK / (plane * g.batch).max(1)).max(1);
-    let geo = *g;
-    let tiles = g.tiles();
-    let tt = g.tiles_per_image();
-    for_each_parallel(
-        items,
-        min_len,
-        || [(); 12].map(|_| vec![0f32; tt]),
-        |scratch, (c, mut planes)| {
-            let bc = if bias.len() == 1 { bias[0] } else { bias[c] };
-            for (n, yp) in planes.iter_mut().enumerate() {
-                let m = |xi: usize| &mm[(xi * channels + c) * tiles + n * tt..][..tt];
-                let [s0, s1, out @ ..] = &mut *scratch;
-                let [y00, y01, y10, y11, s00, s01, s02, s03, s10, s11] = out;
-                // Aᵀ down the columns: s0l, s1l for each column l of the tile.
-                for (l, (a, b)) in [
-                    (&mut *s00, &mut *s10),
-                    (s01, s11),
-                    (s02, &mut *s0),
-                    (s03, &mut *s1),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    at_kernel(m(l), m(4 + l), m(8 + l), m(12 + l), a, b, 0.0);
-                }
-                // Aᵀ along the rows, plus the bias.
-                at_kernel(s00, s01, s02, s03, y00, y01, bc);
-                at_kernel(s10, s11, s0, s1, y10, y11, bc);
-                // Interleave the 2×2 tile outputs into the image rows.
-                let tw = geo.tiles_w();
-                for (yy, row) in yp.chunks_exact_mut(geo.out_w).enumerate() {
-                    let (even, odd) = if yy % 2 == 0 {
-                        (&*y00, &*y01)
-                    } else {
-                        (&*y10, &*y11)
-                    };
-                    let base = (yy / 2) * tw;
-                    let (even, odd) = (&even[base..][..tw], &odd[base..][..tw]);
-                    for (pair, (e, o)) in row.chunks_mut(2).zip(even.iter().zip(odd)) {
-                        pair[0] = *e;
-                        if let Some(x) = pair.get_mut(1) {
-                            *x = *o;
-                        }
-                    }
-                }
-            }
-        },
-    );
+    Ok(done)
 }
 
 /// Aᵀ along one axis, element-wise: from the four values `m0..m3` of a tile
@@ -716,74 +1268,6 @@ pub(crate) fn count(model: &TypedModel) -> (usize, usize) {
     (eligible, convs.len())
 }
 
-/// Rewrites every eligible convolution of a concrete-shape model; returns how
-/// many were rewritten. Public (hidden) for the profiling example.
-pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    let candidates: Vec<usize> = model
-        .nodes()
-        .iter()
-        .filter(|n| n.op_is::<Conv>())
-        .map(|n| n.id)
-        .collect();
-    let mut done = 0;
-    for id in candidates {
-        let node = model.node(id).clone();
-        let Some(conv) = node.op_as::<Conv>().cloned() else {
-            continue;
-        };
-        let Ok(geo) = eligible(model, &node, &conv) else {
-            continue;
-        };
-        let (out_ch, in_ch) = (
-            conv.pool_spec.output_channels,
-            conv.pool_spec.input_channels,
-        );
-        let kernel = model
-            .outlet_fact(node.inputs[1])?
-            .konst
-            .clone()
-            .context("constant kernel")?;
-        let kernel = kernel.try_as_plain_ram()?;
-        let kernel = kernel.as_slice::<f32>()?;
-        ensure!(kernel.len() == out_ch * in_ch * 9, "kernel size");
-        let u = filter_transform(kernel, out_ch, in_ch);
-
-        let name = &node.name;
-        let mut patch = TypedModelPatch::new(format!("winograd {name}"));
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let bias = patch.tap_model(model, node.inputs[2])?;
-        let v = patch.wire_node(
-            format!("{name}.winograd_in"),
-            WinogradInput {
-                geo,
-                channels: in_ch,
-            },
-            &[x],
-        )?[0];
-        let u = patch.add_const(
-            format!("{name}.winograd_u"),
-            Tensor::from_shape(&[16, out_ch, in_ch], &u)?,
-        )?;
-        let mm = patch.wire_node(
-            format!("{name}.winograd_mm"),
-            EinSum::new("gom,gmp->gop".parse()?, f32::datum_type()),
-            &[u, v],
-        )?[0];
-        let y = patch.wire_node(
-            format!("{name}.winograd_out"),
-            WinogradOutput {
-                geo,
-                channels: out_ch,
-            },
-            &[mm, bias],
-        )?[0];
-        patch.shunt_outside(model, OutletId::new(id, 0), y)?;
-        patch.apply(model)?;
-        done += 1;
-    }
-    Ok(done)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,11 +1323,34 @@ mod tests {
         y
     }
 
-    /// Transforms, products and inverse transforms by hand (no tract): the
-    /// three stages agree with a direct convolution for odd and even sizes,
-    /// every padding, and a batch.
+    /// Runs the op on `x` with `threads` threads.
+    fn run_op(op: &WinogradConv, x: Tensor, bias: Tensor, threads: usize) -> Vec<f32> {
+        let executor = if threads > 1 {
+            Executor::multithread(threads)
+        } else {
+            Executor::SingleThread
+        };
+        let y = multithread_tract_scope(executor, || {
+            op.eval(
+                &EvalContext::out_of_plan(),
+                tvec!(x.into_tvalue(), bias.into_tvalue()),
+            )
+        })
+        .unwrap()
+        .remove(0);
+        y.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    }
+
+    /// The whole op against a direct convolution for odd and even sizes,
+    /// every padding, a batch, channel counts off the kernel's panels, and
+    /// thread counts that cut the work into smaller blocks and channel
+    /// groups.
     #[test]
-    fn stages_match_a_direct_convolution() {
+    fn matches_a_direct_convolution() {
         let cases = [
             // (batch, cin, cout, h, w, pad_top, pad_left, pad_bottom, pad_right)
             (1, 3, 4, 8, 8, 1, 1, 1, 1),
@@ -851,6 +1358,9 @@ mod tests {
             (1, 2, 2, 6, 5, 0, 0, 0, 0),
             (1, 4, 6, 5, 6, 1, 0, 0, 1),
             (3, 1, 1, 1, 1, 1, 1, 1, 1),
+            (1, 40, 37, 16, 16, 1, 1, 1, 1),
+            (1, 33, 70, 8, 8, 1, 1, 1, 1),
+            (2, 32, 32, 11, 30, 1, 1, 1, 1),
         ];
         for (seed, &(batch, cin, cout, h, w, pt, pl, pb, pr)) in cases.iter().enumerate() {
             let g = Geometry {
@@ -869,28 +1379,85 @@ mod tests {
             } else {
                 vec![0.25]
             };
-            let mut v = vec![0f32; 16 * cin * g.tiles()];
-            input_transform(&g, cin, &x, &mut v);
-            let u = filter_transform(&k, cout, cin);
-            let tiles = g.tiles();
-            let mut m = vec![0f32; 16 * cout * tiles];
-            for xi in 0..16 {
-                for o in 0..cout {
-                    for p in 0..tiles {
-                        m[(xi * cout + o) * tiles + p] = (0..cin)
-                            .map(|i| u[(xi * cout + o) * cin + i] * v[(xi * cin + i) * tiles + p])
-                            .sum();
-                    }
+            let op = WinogradConv {
+                geo: g,
+                in_ch: cin,
+                out_ch: cout,
+                products: Arc::new(Products::new(&g, cin, cout, &k).unwrap()),
+            };
+            let want = reference(&g, cin, cout, &x, &k, &bias);
+            for threads in [1, 2, 3, 5] {
+                let y = run_op(
+                    &op,
+                    Tensor::from_shape(&[batch, cin, h, w], &x).unwrap(),
+                    Tensor::from_shape(&[bias.len()], &bias).unwrap(),
+                    threads,
+                );
+                assert_eq!(y.len(), want.len());
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() < 1e-4 * (1.0 + b.abs()) * (cin as f32).sqrt(),
+                        "case {seed}, {threads} threads, [{i}]: {a} vs {b}"
+                    );
                 }
             }
-            let mut y = vec![0f32; batch * cout * g.out_h * g.out_w];
-            output_transform(&g, cout, &m, &bias, &mut y);
-            let want = reference(&g, cin, cout, &x, &k, &bias);
-            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+        }
+    }
+
+    /// More threads cut the work into more tasks, never across an output
+    /// element, and every element is in exactly one task.
+    #[test]
+    fn blocks_cover_the_output_once() {
+        for (batch, h, cin, cout) in [
+            (1, 32, 64, 64),
+            (1, 8, 128, 128),
+            (3, 16, 64, 128),
+            (1, 3, 32, 40),
+        ] {
+            let g = Geometry {
+                batch,
+                in_h: h,
+                in_w: h,
+                out_h: h,
+                out_w: h,
+                pad_top: 1,
+                pad_left: 1,
+            };
+            let k = gaussian(cout * cin * 9, 1);
+            let op = WinogradConv {
+                geo: g,
+                in_ch: cin,
+                out_ch: cout,
+                products: Arc::new(Products::new(&g, cin, cout, &k).unwrap()),
+            };
+            for threads in 1..=8 {
+                let blocks = op.blocks(threads);
+                let mut seen = vec![0u8; batch * g.tiles_h() * cout];
+                for b in &blocks {
+                    for ty in b.rows.clone() {
+                        for c in b.channels.clone() {
+                            seen[(b.image * g.tiles_h() + ty) * cout + c] += 1;
+                        }
+                    }
+                }
                 assert!(
-                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
-                    "case {seed} [{i}]: {a} vs {b}"
+                    seen.iter().all(|&s| s == 1),
+                    "{batch}×{h}², {threads} threads"
                 );
+                if threads == 1 {
+                    assert_eq!(
+                        blocks.len(),
+                        batch * g.tiles_h().div_ceil(op.products.rows_per_block)
+                    );
+                } else {
+                    // Enough tasks, or the channels cut as fine as the
+                    // kernel's panels allow.
+                    let nr = op.products.mmm.nr();
+                    assert!(
+                        blocks.len() >= threads || blocks.iter().all(|b| b.channels.len() <= nr),
+                        "{batch}×{h}², {threads} threads: {blocks:?}"
+                    );
+                }
             }
         }
     }
@@ -908,27 +1475,42 @@ mod tests {
             pad_left: 0,
         };
         let d = gaussian(16, 7);
-        let mut v = vec![0f32; 16];
-        input_transform(&g, 1, &d, &mut v);
+        let mut v = vec![[0f32; 1]; 16];
+        let mut rows: Vec<&mut [f32]> = v.iter_mut().map(|r| &mut r[..]).collect();
+        let layout = TileLayout {
+            mr: 1,
+            panel_len: 1,
+            channel: 0,
+        };
+        InputScratch::new(&g, 1).transform_rows(&g, &d, 0..1, &mut rows, layout);
         for k in 0..4 {
             for l in 0..4 {
                 let want: f32 = (0..4)
                     .flat_map(|i| (0..4).map(move |j| (i, j)))
                     .map(|(i, j)| BT[k][i] * d[i * 4 + j] * BT[l][j])
                     .sum();
-                assert!((v[k * 4 + l] - want).abs() < 1e-5);
+                assert!((v[k * 4 + l][0] - want).abs() < 1e-5);
             }
         }
         let m = gaussian(16, 8);
-        let mut y = vec![0f32; 4];
-        output_transform(&g, 1, &m, &[0.0], &mut y);
+        let mut y = [[0f32; 2]; 2];
+        {
+            let mut out = y.each_mut().into_iter();
+            OutputScratch::default().transform(
+                &g,
+                0..1,
+                |xi| &m[xi..][..1],
+                0.0,
+                |_| out.next().unwrap(),
+            );
+        }
         for a in 0..2 {
             for b in 0..2 {
                 let want: f32 = (0..4)
                     .flat_map(|i| (0..4).map(move |j| (i, j)))
                     .map(|(i, j)| AT[a][i] * m[i * 4 + j] * AT[b][j])
                     .sum();
-                assert!((y[a * 2 + b] - want).abs() < 1e-5);
+                assert!((y[a][b] - want).abs() < 1e-5);
             }
         }
     }
