@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `CONV=winograd` rewrites the 3×3 convolutions first, as the
-//! runtime does (default here: `direct`); `MALLOPT=1` tunes the allocator
+//! runtime does (default here: `direct`); `GN=tract` keeps tract's own
+//! `GroupNormalization` instead of fewstep's fused one; `MALLOPT=1` tunes the allocator
 //! first, as the CLI does. `THREADS=k` runs inside a k-thread executor (wall
 //! time), `INSTALL=1` on one of that pool's threads.
 //!
@@ -38,7 +39,15 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     if std::env::var_os("MALLOPT").is_some() {
         eprintln!("allocator tuned: {}", fewstep::tune_allocator());
     }
-    let mut model = tract_onnx::onnx().model_for_path(&path)?;
+    // GN=tract: tract's own GroupNormalization (eleven generic operators)
+    // instead of fewstep's fused one.
+    let tract_gn = std::env::var("GN").is_ok_and(|g| g == "tract");
+    let onnx = if tract_gn {
+        tract_onnx::onnx()
+    } else {
+        fewstep::onnx()
+    };
+    let mut model = onnx.model_for_path(&path)?;
     let image: Vec<usize> = model
         .input_fact(0)?
         .shape
@@ -62,6 +71,10 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         model = model.with_input_fact(2, i64::fact([batch]).into())?;
     }
     let mut typed = model.into_typed()?.into_decluttered()?;
+    if !tract_gn {
+        let fused = fewstep::fuse_group_norm_silu(&mut typed)?;
+        eprintln!("{fused} SiLUs fused into their group norm");
+    }
     let winograd = std::env::var("CONV").is_ok_and(|c| c == "winograd");
     let rewritten = if winograd {
         fewstep::rewrite_convolutions(&mut typed)?

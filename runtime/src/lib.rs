@@ -16,6 +16,7 @@
 mod error;
 mod exec;
 mod generate;
+mod group_norm;
 mod images;
 mod memory;
 mod model;
@@ -27,6 +28,8 @@ pub use exec::Execution;
 pub use fewstep_core;
 pub use fewstep_core::{SamplerChoice, SamplerKind, SamplingPlan};
 pub use generate::{CancelToken, DEFAULT_DIFFUSION_STEPS, GenerateRequest, Noise, Progress};
+#[doc(hidden)]
+pub use group_norm::{fuse_silu as fuse_group_norm_silu, onnx};
 pub use images::{Images, npy_bytes, parse_npy, read_npy};
 pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryEstimate, parse_bytes};
 pub use model::{Dim, GraphInterface, Metadata, Model, TensorDecl, decode};

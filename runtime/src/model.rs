@@ -378,7 +378,7 @@ impl Network {
         model_dir: Option<&str>,
         meta: &Metadata,
     ) -> Result<Self, LoadError> {
-        let onnx = tract_onnx::onnx();
+        let onnx = crate::group_norm::onnx();
         let parsed = onnx
             .parse(proto, model_dir)
             .map_err(|e| LoadError::Tract(format!("{e:#}")))?;
@@ -485,8 +485,10 @@ impl Network {
         Ok(plan)
     }
 
-    /// The runnable plan of a concrete graph, its eligible 3×3 convolutions
-    /// rewritten as Winograd convolutions if `winograd`. Should the rewritten
+    /// The runnable plan of a concrete graph, a SiLU after a group norm
+    /// folded into it (`crate::group_norm`) and its eligible 3×3
+    /// convolutions rewritten as Winograd convolutions if `winograd`. Should
+    /// the rewritten
     /// graph fail to optimise (a graph shape the rewrite did not foresee),
     /// the plan falls back to tract's direct convolutions: slower, never
     /// wrong.
@@ -500,6 +502,13 @@ impl Network {
                 .and_then(|m| m.into_runnable())
                 .map_err(tract_err)
         };
+        let mut concrete = concrete;
+        // Fused or not, the group norms compute the same; a failure leaves
+        // the graph as it was.
+        let mut fused = concrete.clone();
+        if crate::group_norm::fuse_silu(&mut fused).is_ok() {
+            concrete = fused;
+        }
         if !winograd {
             return direct(concrete);
         }
