@@ -12,7 +12,8 @@
 //! runtime does (default here: `direct`); `GN=tract` keeps tract's own
 //! `GroupNormalization` instead of fewstep's fused one; `MALLOPT=1` tunes the allocator
 //! first, as the CLI does. `THREADS=k` runs inside a k-thread executor (wall
-//! time), `INSTALL=1` on one of that pool's threads.
+//! time), `INSTALL=1` on one of that pool's threads, `SPIN=1` there with
+//! the other threads kept awake (as the runtime does).
 //!
 //! The model's first input is `[N, C, H, W]` image noise and its second, if
 //! any, the `[N]` time; a model stamped by fewstep (`z`, `t`, `label`) works
@@ -116,7 +117,9 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     };
     // INSTALL=1: run the forwards on one of the pool's own threads (as the
     // runtime does), not on the calling thread.
-    if std::env::var_os("INSTALL").is_some() {
+    if std::env::var_os("SPIN").is_some() {
+        fewstep::with_awake_pool(&pool, run)?;
+    } else if std::env::var_os("INSTALL").is_some() {
         pool.install(run)?;
     } else {
         run()?;

@@ -168,7 +168,7 @@ impl<'m> Runner<'m> {
         let state = &mut self.states[0];
         let result = match &self.pool {
             // On one of the pool's threads, as in `forward_per_image`.
-            Some(pool) => pool.install(|| {
+            Some(pool) => with_awake_pool(pool, || {
                 multithread_tract_scope(Executor::MultiThread(pool.clone()), || state.run(inputs))
             }),
             None => state.run(inputs),
@@ -216,7 +216,7 @@ impl<'m> Runner<'m> {
             // from outside against 13.5 ms inside).
             Some(pool) if rows < self.threads => {
                 let exec = Executor::MultiThread(pool.clone());
-                pool.install(|| {
+                with_awake_pool(pool, || {
                     multithread_tract_scope(exec, || {
                         states
                             .iter_mut()
@@ -235,6 +235,44 @@ impl<'m> Runner<'m> {
             }),
         }
     }
+}
+
+/// Runs `f` on one of `pool`'s threads while its other threads stay awake
+/// until `f` returns, taking the parallel parts of each operator as soon as
+/// they are offered.
+///
+/// A forward hands work to the pool dozens of times (every Winograd
+/// convolution, group norm and large product), each a fraction of a
+/// millisecond apart: long enough for rayon's idle threads to fall asleep,
+/// so each hand-over would wait for a thread to be woken (onnxruntime's
+/// pool spins between operators for the same reason). The helpers burn
+/// their cores for the length of `f`: the caller asked for those threads.
+/// Public (hidden) for the profiling example.
+pub fn with_awake_pool<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    pool.install(|| {
+        let caller = rayon::current_thread_index();
+        let done = AtomicBool::new(false);
+        rayon::scope(|scope| {
+            for _ in 1..rayon::current_num_threads() {
+                scope.spawn(|_| {
+                    // A helper the caller itself picks up (while it waits
+                    // inside `f`) must not spin: `f` could never finish.
+                    if rayon::current_thread_index() == caller {
+                        return;
+                    }
+                    while !done.load(Ordering::Acquire) {
+                        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+            }
+            let result = f();
+            done.store(true, Ordering::Release);
+            result
+        })
+    })
 }
 
 fn copy_output(result: &TVec<TValue>, out: &mut [f32]) -> Result<(), GenerateError> {
@@ -272,5 +310,39 @@ mod tests {
         }
         // A pool evicted from the cache stays usable by whoever holds it.
         assert_eq!(a.install(rayon::current_num_threads), 2);
+    }
+
+    /// The awake helpers take the parallel work handed out inside `f`, and
+    /// return when it does, at any pool size (one thread: no helper).
+    #[test]
+    fn awake_pool_runs_the_work_and_lets_go() {
+        use rayon::prelude::*;
+        for threads in [1, 2, 3, 5] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for _ in 0..20 {
+                let (sum, workers) = super::with_awake_pool(&pool, || {
+                    let workers = std::sync::Mutex::new(std::collections::HashSet::new());
+                    let sum: u64 = (0..10_000usize)
+                        .into_par_iter()
+                        .with_max_len(100)
+                        .map(|i| {
+                            workers
+                                .lock()
+                                .unwrap()
+                                .insert(rayon::current_thread_index());
+                            i as u64
+                        })
+                        .sum();
+                    (sum, workers.into_inner().unwrap().len())
+                });
+                assert_eq!(sum, 49_995_000);
+                assert!(workers >= 1 && workers <= threads);
+            }
+            // The pool is free again: a plain install runs.
+            assert_eq!(pool.install(rayon::current_num_threads), threads);
+        }
     }
 }
