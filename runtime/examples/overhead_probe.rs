@@ -6,14 +6,17 @@
 //! python3 ../shared/bench/gen_unet.py bench/models
 //! cargo build --release -p fewstep --example overhead_probe
 //! P=target/release/examples/overhead_probe M=bench/models/unet_gn21.onnx
-//! $P bare $M 30; $P fewstep $M 30          # wall time per forward / step
-//! for m in bare fewstep; do for r in 1 3; do
+//! $P plan $M 30; $P fewstep $M 30          # wall time per forward / step
+//! for m in plan fewstep; do for r in 1 3; do
 //!   valgrind --tool=callgrind --callgrind-out-file=cg.$m.$r $P $m $M $r
 //! done; done   # (Collected(3) - Collected(1)) / 2 = instructions per step
 //! ```
 //!
 //! `bare`: `into_optimized` plan of the raw graph at batch 1, constant input.
-//! `bare-rand`: the same with Gaussian input. `fewstep`: a seeded `generate`
+//! `bare-rand`: the same with Gaussian input. `plan`: the graph fewstep
+//! runs (its fused group norms and, unless `CONV=direct`, Winograd
+//! convolutions), bare: the baseline of fewstep's own overhead since those
+//! rewrites. `fewstep`: a seeded `generate`
 //! call of N steps through the public API, 1 thread. `FTZ=1` sets the x86
 //! flush-to-zero / denormals-are-zero flags first (to test for denormal
 //! slow paths). `MALLOPT=1` tunes glibc's allocator first, as the CLI does.
@@ -35,7 +38,7 @@ use tract_onnx::prelude::*;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: overhead_probe bare|bare-rand|fewstep|compare MODEL.onnx [REPS]";
+    let usage = "usage: overhead_probe bare|bare-rand|plan|fewstep|compare MODEL.onnx [REPS]";
     let mode = args.next().ok_or(usage)?;
     let path = args.next().ok_or(usage)?;
     let reps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
@@ -70,13 +73,25 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let bytes = fewstep::encode(&proto);
     match mode.as_str() {
-        "bare" | "bare-rand" => {
-            let plan = tract_onnx::onnx()
+        "bare" | "bare-rand" | "plan" => {
+            let onnx = if mode == "plan" {
+                fewstep::onnx()
+            } else {
+                tract_onnx::onnx()
+            };
+            let mut typed = onnx
                 .model_for_read(&mut &bytes[..])?
                 .with_input_fact(0, f32::fact([1, 3, 32, 32]).into())?
                 .with_input_fact(1, f32::fact([1]).into())?
-                .into_optimized()?
-                .into_runnable()?;
+                .into_typed()?
+                .into_decluttered()?;
+            if mode == "plan" {
+                fewstep::fuse_group_norm_silu(&mut typed)?;
+                if model.conv_algorithm() == fewstep::ConvAlgorithm::Winograd {
+                    fewstep::rewrite_convolutions(&mut typed)?;
+                }
+            }
+            let plan = typed.into_optimized()?.into_runnable()?;
             let mut zv = vec![0.1f32; 3 * 32 * 32];
             if mode == "bare-rand" {
                 GaussianStream::new(1, 0).fill(&mut zv);

@@ -94,7 +94,7 @@ impl Expansion for GroupNormalization {
         );
         if let Some(c) = fact.shape[1].as_i64() {
             ensure!(
-                c as usize % self.groups == 0,
+                (c as usize).is_multiple_of(self.groups),
                 "GroupNormalization: {c} channels in {} groups",
                 self.groups
             );

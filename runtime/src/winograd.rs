@@ -7,17 +7,27 @@
 //! Algorithms for Convolutional Neural Networks*, 2016) computes each 2×2
 //! output tile from a 4×4 input tile with 16 multiplies instead of 36, i.e.
 //! 2.25× fewer. The multiplies become 16 independent matrix products
-//! `U[ξ] · V[ξ]` (output channels × input channels × tiles), which tract runs
-//! with its own packed kernels and threads; the transforms around them are
-//! additions and subtractions, written here.
+//! `V[ξ] · U[ξ]ᵀ` (tiles × input channels × output channels); the transforms
+//! around them are additions and subtractions, written here.
 //!
-//! Each eligible `Conv` node becomes
-//! `WinogradInput → EinSum(U, ·) → WinogradOutput(+bias)`, with the filter
-//! transform `U = G g Gᵀ` computed once, when the plan is built. Only rounding
-//! changes: the tests compare against tract's direct convolution. (F(4×4, 3×3)
-//! was tried too: 4× fewer multiplies, but its 36 smaller products were only
-//! ~5 % faster than F(2×2)'s 16 here, its transforms cost 1.7× more, and its
-//! rounding error is 3× larger.)
+//! Each eligible `Conv` node becomes one [`WinogradConv`], with the filter
+//! transform `U = G g Gᵀ` computed and packed once, when the plan is built.
+//! It works block by block (a few rows of tiles): the input transform writes
+//! straight into the packed layout of a tract-linalg matrix kernel, the 16
+//! products run with that kernel, the output transform reads them while
+//! they are in cache. The products run along the tiles (the kernel's long
+//! `m` side), so a layer with few output channels loses nothing. Which
+//! kernel is timed once per product shape ([`fastest_kernel`]). Only
+//! rounding changes: the tests compare against tract's direct convolution.
+//!
+//! (An earlier version was three graph nodes, transform → tract `EinSum` →
+//! transform: the transformed tiles went through memory twice and were
+//! packed again by the product, and each product was a separate hand-over
+//! to the threads; `docs/PERFORMANCE.md` measures the difference.
+//! F(4×4, 3×3) was tried too: 4× fewer
+//! multiplies, but its 36 smaller products were only ~5 % faster than
+//! F(2×2)'s 16 here, its transforms cost 1.7× more, and its rounding error
+//! is 3× larger.)
 
 use std::fmt;
 use std::sync::Arc;
@@ -250,24 +260,39 @@ fn f32_panels(mmm: &dyn MatMatMul, ix: usize) -> Option<(PackedFormat, PackedFor
 ///
 /// tract's own pick is fitted to large products on another CPU; for these
 /// short, A-streaming products it can be far off (here, Zen 4: its
-/// 16×12 AVX-512 kernel made the benchmark U-Net's Winograd convolutions
-/// ~20 % slower than the 32×5 / 32×6 ones). Every candidate sums each output
-/// over `k` in the same order, so the choice changes the speed, not the
-/// result.
+/// 16×12 AVX-512 kernel made the benchmark U-Net's forward 11.95 ms against
+/// 10.25 ms with the AVX2 32×3 one, best of 4). Timing costs ~0.1 s at the
+/// first plan build of that U-Net (7 shapes), ~10 ms for the shipped
+/// Fashion-MNIST model. Every candidate sums each output over `k` in the
+/// same order, so the choice changes the speed, not the result.
 fn fastest_kernel(m: usize, k: usize, n: usize) -> TractResult<(Box<dyn MatMatMul>, usize)> {
-    static CHOSEN: std::sync::Mutex<Vec<((usize, usize, usize), Box<dyn MatMatMul>, usize)>> =
-        std::sync::Mutex::new(Vec::new());
+    /// (m, k, n) → kernel and packing.
+    type Chosen = Vec<((usize, usize, usize), Box<dyn MatMatMul>, usize)>;
+    static CHOSEN: std::sync::Mutex<Chosen> = std::sync::Mutex::new(Vec::new());
     let mut chosen = CHOSEN.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, mmm, ix)) = chosen.iter().find(|c| c.0 == (m, k, n)) {
         return Ok((mmm.clone(), *ix));
     }
     let candidates = candidate_kernels(m, k, n);
+    // Distinct operands, as in a block: the filters do not all fit in the
+    // cache at once, and which kernel copes best with that is part of what
+    // is measured. Made once, packed for each candidate.
+    let operands = (0..TIMED_PRODUCTS)
+        .map(|i| {
+            let fill = 0.5 + i as f32 / 64.0;
+            Ok((
+                Tensor::from_shape(&[m, k], &vec![fill; m * k])?,
+                Tensor::from_shape(&[k, n], &vec![fill / 2.0; k * n])?,
+            ))
+        })
+        .collect::<TractResult<Vec<_>>>()?;
+    let c = Tensor::zero::<f32>(&[m, n])?;
     // Rounds over all candidates, the shortest time of each kept, so that
     // a moment of slowness of the machine does not fall on one candidate.
     let mut times = vec![std::time::Duration::MAX; candidates.len()];
     for _ in 0..TIMING_ROUNDS {
         for ((mmm, ix), time) in candidates.iter().zip(&mut times) {
-            *time = (*time).min(time_products(&**mmm, *ix, m, k, n)?);
+            *time = (*time).min(time_products(&**mmm, *ix, (m, k, n), &operands, &c)?);
         }
     }
     let best = candidates
@@ -293,44 +318,52 @@ fn candidate_kernels(m: usize, k: usize, n: usize) -> Vec<(Box<dyn MatMatMul>, u
         })
         .collect();
     retain_best(&mut suitable);
+    // Tiles are padded to whole panels: a kernel wasting a quarter of its
+    // rows on padding is never the fastest, so it is not timed (unless no
+    // kernel does better, for a tiny block).
+    let used = |mmm: &dyn MatMatMul| m as f32 / (m.div_ceil(mmm.mr()) * mmm.mr()).max(1) as f32;
+    let floor = suitable
+        .iter()
+        .map(|(mmm, _, _)| used(&**mmm))
+        .fold(0f32, f32::max)
+        .min(0.75);
+    suitable.retain(|(mmm, _, _)| used(&**mmm) >= floor);
     suitable.into_iter().map(|(mmm, ix, _)| (mmm, ix)).collect()
 }
 
-/// Rounds of timing in [`fastest_kernel`].
-const TIMING_ROUNDS: usize = 4;
+/// Rounds of timing in [`fastest_kernel`], and products timed per round
+/// (of a block's 16).
+const TIMING_ROUNDS: usize = 2;
+const TIMED_PRODUCTS: usize = 8;
 
-/// The time of 16 products `m × k × n` with kernel `mmm` (what one block of
-/// a convolution runs), on one thread, after one pass to warm the caches.
+/// The shortest of two timings of the products `m × k × n` of `operands`
+/// (what one block of a convolution runs) with kernel `mmm`, on one thread,
+/// after one pass to warm the caches.
 fn time_products(
     mmm: &dyn MatMatMul,
     ix: usize,
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
+    operands: &[(Tensor, Tensor)],
+    c: &Tensor,
 ) -> TractResult<std::time::Duration> {
     let (a_format, b_format) = f32_panels(mmm, ix).context("plain f32 panels")?;
-    // 16 distinct operands and outputs, as in a block: the filters do not
-    // all fit in the cache at once, and which kernel copes best with that
-    // is part of what is measured.
-    let operands = (0..16)
-        .map(|i| {
-            let fill = 0.5 + i as f32 / 64.0;
-            let a = Tensor::from_shape(&[m, k], &vec![fill; m * k])?;
-            let b = Tensor::from_shape(&[k, n], &vec![fill / 2.0; k * n])?;
+    let packed = operands
+        .iter()
+        .map(|(a, b)| {
             Ok((
-                a_format.pack_tensor(&a, 1, 0)?,
-                b_format.pack_tensor(&b, 0, 1)?,
-                Tensor::zero::<f32>(&[m, n])?,
+                a_format.pack_tensor(a, 1, 0)?,
+                b_format.pack_tensor(b, 0, 1)?,
             ))
         })
         .collect::<TractResult<Vec<_>>>()?;
+    ensure!(c.shape() == [m, n] && packed.iter().all(|(a, _)| a.k() == k));
     // SAFETY: a fresh scratch for this kernel.
     let mut scratch = unsafe { mmm.allocate_scratch_space() };
     let mut pass = || -> TractResult<std::time::Duration> {
         let start = std::time::Instant::now();
-        for (a, b, c) in &operands {
-            // SAFETY: a store inside `c`, operands packed for this kernel
-            // and packing.
+        for (a, b) in &packed {
+            // SAFETY: a store inside `c` (its shape checked above), operands
+            // packed for this kernel and packing.
             unsafe {
                 let store = mmm
                     .c_from_data_and_strides(4, 1, m as isize)
@@ -350,7 +383,7 @@ fn time_products(
     };
     multithread_tract_scope(Executor::SingleThread, || {
         pass()?; // brings the operands into the caches, as a block finds them
-        pass()
+        Ok(pass()?.min(pass()?))
     })
 }
 
@@ -627,7 +660,7 @@ impl WinogradConv {
                     panel[self.in_ch * mr..].fill(0.0);
                 }
                 let last = &mut plane[(tiles.div_ceil(mr) - 1) * panel_len..];
-                if tiles % mr != 0 {
+                if !tiles.is_multiple_of(mr) {
                     for record in last[..self.in_ch * mr].chunks_exact_mut(mr) {
                         record[tiles % mr..].fill(0.0);
                     }
@@ -1565,7 +1598,7 @@ mod tests {
             pad_left: 0,
         };
         let d = gaussian(16, 7);
-        let mut v = vec![[0f32; 1]; 16];
+        let mut v = [[0f32; 1]; 16];
         let mut rows: Vec<&mut [f32]> = v.iter_mut().map(|r| &mut r[..]).collect();
         let layout = TileLayout {
             mr: 1,
