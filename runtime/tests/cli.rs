@@ -442,3 +442,49 @@ fn stamp_turns_a_foreign_export_into_a_fewstep_model() {
         .unwrap();
     assert_eq!(a.data(), b.data());
 }
+
+#[test]
+fn conv_flag_picks_the_algorithm_and_rejects_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = GaussSpec::new(3, 4, 4, "v", Sched::Cosine);
+    let model = write_model(&dir, "m.onnx", &spec);
+    let mut outs = vec![];
+    for conv in ["winograd", "direct"] {
+        let npy = tmp(&dir, &format!("{conv}.npy"));
+        let out = run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+            "--conv",
+            conv,
+            "--quiet",
+            "--out",
+            s(&npy),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outs.push(fewstep::read_npy(&npy).unwrap());
+    }
+    // This model has no 3×3 convolution: both give the same bits.
+    assert_eq!(outs[0], outs[1]);
+    let o = tmp(&dir, "x.npy");
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--conv",
+            "fft",
+            "--out",
+            s(&o),
+        ]),
+        "winograd or direct",
+    );
+}
