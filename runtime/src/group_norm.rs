@@ -251,40 +251,33 @@ impl TypedOp for GroupNorm {
 /// Lanes of the vectorised sums (a multiple of any SIMD width here).
 const LANES: usize = 16;
 
-/// `Σ x`, in `LANES` f32 partial sums over blocks of at most 4096 values,
-/// combined in f64.
-fn sum(x: &[f32]) -> f64 {
+/// `Σ f(x)`, in `LANES` f32 partial sums over blocks of at most 4096
+/// values, combined in f64.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     x.chunks(4096)
         .map(|block| {
             let mut acc = [0f32; LANES];
             let mut it = block.chunks_exact(LANES);
             for v in &mut it {
-                for (a, x) in acc.iter_mut().zip(v) {
-                    *a += x;
+                for (a, &x) in acc.iter_mut().zip(v) {
+                    *a += f(x);
                 }
             }
-            let tail: f32 = it.remainder().iter().sum();
+            let tail: f32 = it.remainder().iter().map(|&x| f(x)).sum();
             acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
         })
         .sum()
 }
 
-/// `Σ (x − mean)²`, summed as [`sum`].
+/// `Σ x`.
+fn sum(x: &[f32]) -> f64 {
+    lane_sum(x, |v| v)
+}
+
+/// `Σ (x − mean)²`.
 fn squared_deviations(x: &[f32], mean: f32) -> f64 {
-    x.chunks(4096)
-        .map(|block| {
-            let mut acc = [0f32; LANES];
-            let mut it = block.chunks_exact(LANES);
-            for v in &mut it {
-                for (a, x) in acc.iter_mut().zip(v) {
-                    let d = x - mean;
-                    *a += d * d;
-                }
-            }
-            let tail: f32 = it.remainder().iter().map(|x| (x - mean) * (x - mean)).sum();
-            acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
-        })
-        .sum()
+    lane_sum(x, |v| (v - mean) * (v - mean))
 }
 
 /// `y = x·a + b`.

@@ -119,26 +119,23 @@ fn fused_group_norm_matches_tract() {
     }
 }
 
+/// The graph parsed by fewstep, typed and decluttered.
+fn decluttered(p: &pb::ModelProto) -> tract_onnx::prelude::TypedModel {
+    fewstep::onnx()
+        .model_for_proto_model(p)
+        .unwrap()
+        .into_typed()
+        .unwrap()
+        .into_decluttered()
+        .unwrap()
+}
+
 #[test]
 fn silu_is_fused_only_where_there_is_one() {
-    let p = graph(21, true, false);
-    let mut typed = fewstep::onnx()
-        .model_for_proto_model(&p)
-        .unwrap()
-        .into_typed()
-        .unwrap()
-        .into_decluttered()
-        .unwrap();
+    let mut typed = decluttered(&graph(21, true, false));
     assert_eq!(fewstep::fuse_group_norm_silu(&mut typed).unwrap(), 1);
     // Without a SiLU there is nothing to fuse.
-    let p = graph(21, false, false);
-    let mut typed = fewstep::onnx()
-        .model_for_proto_model(&p)
-        .unwrap()
-        .into_typed()
-        .unwrap()
-        .into_decluttered()
-        .unwrap();
+    let mut typed = decluttered(&graph(21, false, false));
     assert_eq!(fewstep::fuse_group_norm_silu(&mut typed).unwrap(), 0);
 }
 
