@@ -76,6 +76,7 @@ def main():
     ]
     for key, batch, steps in [
         ("tract_bare_forward/b1", 1, 1),
+        ("fewstep_plan_forward/b1", 1, 1),
         ("fewstep_1_step/b1/PerImage", 1, 1),
         ("fewstep_8_steps/b1/PerImage", 1, 8),
         ("tract_bare_forward/b8", 8, 1),
@@ -86,6 +87,11 @@ def main():
         if key in crit:
             per_step = crit[key] / steps
             rows.append((key + ("  (per step)" if steps > 1 else ""), batch, per_step, per_step / ort_ms[batch]))
+    # The sampler's own overhead: a 1-step generate against fewstep's plan
+    # run bare (same graph, same threads).
+    if "fewstep_plan_forward/b1" in crit and "fewstep_1_step/b1/PerImage" in crit:
+        bare, gen = crit["fewstep_plan_forward/b1"], crit["fewstep_1_step/b1/PerImage"]
+        print(f"sampler overhead at batch 1: {gen - bare:+.3f} ms ({100 * (gen / bare - 1):+.1f} %)")
     if len(rows) == 2:
         print(f"(no criterion results for group {group} under {a.criterion}: run cargo bench -p fewstep first)")
     print(f"{'what':42s} {'batch':>5s} {'ms':>9s} {'x onnxruntime':>14s}")

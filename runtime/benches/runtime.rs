@@ -69,6 +69,26 @@ fn bare_plan(bytes: &[u8], batch: usize) -> Arc<TypedRunnableModel> {
         .expect("bare tract plan")
 }
 
+/// The batch-1 plan fewstep runs (its fused group norms and, with
+/// Winograd, its convolutions), built the way the runtime builds it.
+fn fewstep_plan(bytes: &[u8], conv: ConvAlgorithm) -> Arc<TypedRunnableModel> {
+    let mut typed = fewstep::onnx()
+        .model_for_read(&mut &bytes[..])
+        .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, 32, 32]).into()))
+        .and_then(|m| m.with_input_fact(1, f32::fact([1]).into()))
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .expect("fewstep graph");
+    fewstep::fuse_group_norm_silu(&mut typed).expect("fuse");
+    if conv == ConvAlgorithm::Winograd {
+        fewstep::rewrite_convolutions(&mut typed).expect("winograd");
+    }
+    typed
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .expect("fewstep plan")
+}
+
 fn peak_rss_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -89,15 +109,17 @@ fn bench(c: &mut Criterion) {
     // One thread means tract's SingleThread executor: tract-linalg 0.23.9
     // sends the matrix products of a *one-thread* MultiThread pool to rayon's
     // global pool (all cores), which made earlier "1 thread" bare rows use 2.
-    let executor = if k == 1 {
-        Executor::SingleThread
-    } else {
-        Executor::MultiThread(Arc::new(
+    let pool = (k > 1).then(|| {
+        Arc::new(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(k)
                 .build()
                 .expect("pool"),
-        ))
+        )
+    });
+    let executor = match &pool {
+        Some(pool) => Executor::MultiThread(pool.clone()),
+        None => Executor::SingleThread,
     };
     // How fewstep computes 3×3 convolutions (the bare tract rows are always
     // tract's direct convolution).
@@ -133,6 +155,24 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+        // fewstep's own batch-1 plan, bare, run as the runtime runs one
+        // image (on the pool, its other threads awake): the baseline of the
+        // sampler's own overhead.
+        if batch == 1 {
+            let plan = fewstep_plan(&bytes, conv);
+            let forward = || {
+                multithread_tract_scope(executor.clone(), || {
+                    plan.run(tvec![z.clone().into_tvalue(), t.clone().into_tvalue()])
+                        .unwrap()
+                })
+            };
+            g.bench_function("fewstep_plan_forward/b1", |b| {
+                b.iter(|| match &pool {
+                    Some(pool) => fewstep::with_awake_pool(pool, forward),
+                    None => forward(),
+                })
+            });
+        }
         // fewstep, one step (a full generate call: noise, forward, sampler).
         for exec in [Execution::PerImage, Execution::Batched] {
             if batch == 1 && exec == Execution::Batched {

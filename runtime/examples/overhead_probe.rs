@@ -21,7 +21,9 @@
 //! flush-to-zero / denormals-are-zero flags first (to test for denormal
 //! slow paths). `MALLOPT=1` tunes glibc's allocator first, as the CLI does.
 //! `CONV=direct|winograd` sets how 3×3 convolutions run (default: winograd);
-//! `THREADS=k` gives `fewstep` k threads (default 1).
+//! `THREADS=k` gives `fewstep` (and `plan`, `bare`) k threads (default 1);
+//! `CALLS=1` makes `fewstep`
+//! REPS separate 1-step calls instead of one REPS-step call.
 //! `compare`: the largest difference of a sample, Winograd against direct.
 //! `POOL=1` runs `bare` inside a *one-thread* `Executor::MultiThread` pool:
 //! tract-linalg 0.23.9 then dispatches its matrix products to rayon's
@@ -99,11 +101,27 @@ fn main() -> Result<(), Box<dyn Error>> {
             let z = Tensor::from_shape(&[1, 3, 32, 32], &zv)?;
             let t = Tensor::from_shape(&[1], &[0.5f32])?;
             let t0 = Instant::now();
-            let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build()?);
+            let threads: usize = match std::env::var("THREADS") {
+                Ok(t) => t.parse()?,
+                Err(_) => 1,
+            };
+            let pool = Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()?,
+            );
             let pooled = std::env::var_os("POOL").is_some();
             for _ in 0..reps {
                 let inputs = tvec![z.clone().into_tvalue(), t.clone().into_tvalue()];
-                if pooled {
+                if threads > 1 {
+                    // As the runtime runs one image on several threads.
+                    fewstep::with_awake_pool(&pool, || {
+                        tract_linalg::multithread::multithread_tract_scope(
+                            tract_linalg::multithread::Executor::MultiThread(pool.clone()),
+                            || plan.run(inputs),
+                        )
+                    })?;
+                } else if pooled {
                     tract_linalg::multithread::multithread_tract_scope(
                         tract_linalg::multithread::Executor::MultiThread(pool.clone()),
                         || plan.run(inputs),
@@ -123,13 +141,25 @@ fn main() -> Result<(), Box<dyn Error>> {
             // Warm-up: the plan and the thread pool.
             model.generate().batch(1).steps(1).threads(threads).run()?;
             let t0 = Instant::now();
-            model
-                .generate()
-                .batch(1)
-                .seed(1)
-                .steps(u32::try_from(reps)?)
-                .threads(threads)
-                .run()?;
+            if std::env::var_os("CALLS").is_some() {
+                for _ in 0..reps {
+                    model
+                        .generate()
+                        .batch(1)
+                        .seed(1)
+                        .steps(1)
+                        .threads(threads)
+                        .run()?;
+                }
+            } else {
+                model
+                    .generate()
+                    .batch(1)
+                    .seed(1)
+                    .steps(u32::try_from(reps)?)
+                    .threads(threads)
+                    .run()?;
+            }
             let ms = t0.elapsed().as_secs_f64() * 1e3 / reps as f64;
             eprintln!("fewstep: {ms:.2} ms/step ({threads} thread(s))");
         }

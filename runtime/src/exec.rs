@@ -268,9 +268,16 @@ pub fn with_awake_pool<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R 
                     }
                 });
             }
-            let result = f();
-            done.store(true, Ordering::Release);
-            result
+            // Set however `f` ends: a panic must not leave helpers spinning
+            // (the scope waits for them before it unwinds).
+            struct Release<'a>(&'a AtomicBool);
+            impl Drop for Release<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+            let _release = Release(&done);
+            f()
         })
     })
 }
@@ -342,6 +349,12 @@ mod tests {
                 assert!(workers >= 1 && workers <= threads);
             }
             // The pool is free again: a plain install runs.
+            assert_eq!(pool.install(rayon::current_num_threads), threads);
+            // A panic in `f` reaches the caller; the helpers let go.
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                super::with_awake_pool(&pool, || panic!("inside the forward"))
+            }));
+            assert!(caught.is_err());
             assert_eq!(pool.install(rayon::current_num_threads), threads);
         }
     }
