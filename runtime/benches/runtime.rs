@@ -79,10 +79,7 @@ fn fewstep_plan(bytes: &[u8], conv: ConvAlgorithm) -> Arc<TypedRunnableModel> {
         .and_then(|m| m.into_typed())
         .and_then(|m| m.into_decluttered())
         .expect("fewstep graph");
-    fewstep::fuse_group_norm_silu(&mut typed).expect("fuse");
-    if conv == ConvAlgorithm::Winograd {
-        fewstep::rewrite_convolutions(&mut typed).expect("winograd");
-    }
+    fewstep::rewrite_graph(&mut typed, conv).expect("fewstep's rewrites");
     typed
         .into_optimized()
         .and_then(|m| m.into_runnable())

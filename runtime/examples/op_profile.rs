@@ -72,16 +72,13 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         model = model.with_input_fact(2, i64::fact([batch]).into())?;
     }
     let mut typed = model.into_typed()?.into_decluttered()?;
-    if !tract_gn {
-        let fused = fewstep::fuse_group_norm_silu(&mut typed)?;
-        eprintln!("{fused} SiLUs fused into their group norm");
-    }
-    let winograd = std::env::var("CONV").is_ok_and(|c| c == "winograd");
-    let rewritten = if winograd {
-        fewstep::rewrite_convolutions(&mut typed)?
+    let conv = if std::env::var("CONV").is_ok_and(|c| c == "winograd") {
+        fewstep::ConvAlgorithm::Winograd
     } else {
-        0
+        fewstep::ConvAlgorithm::Direct
     };
+    let (fused, rewritten) = fewstep::rewrite_graph(&mut typed, conv)?;
+    eprintln!("{fused} SiLUs fused into their group norm");
     eprintln!("{rewritten} convolutions rewritten as Winograd");
     let plan = typed.into_optimized()?.into_runnable()?;
     let z = Tensor::from_shape(&z_shape, &vec![0.1f32; z_shape.iter().product()])?;

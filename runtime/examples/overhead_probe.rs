@@ -88,10 +88,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 .into_typed()?
                 .into_decluttered()?;
             if mode == "plan" {
-                fewstep::fuse_group_norm_silu(&mut typed)?;
-                if model.conv_algorithm() == fewstep::ConvAlgorithm::Winograd {
-                    fewstep::rewrite_convolutions(&mut typed)?;
-                }
+                fewstep::rewrite_graph(&mut typed, model.conv_algorithm())?;
             }
             let plan = typed.into_optimized()?.into_runnable()?;
             let mut zv = vec![0.1f32; 3 * 32 * 32];

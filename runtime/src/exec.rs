@@ -329,6 +329,7 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
+            let mut most_workers = 0;
             for _ in 0..20 {
                 let (sum, workers) = super::with_awake_pool(&pool, || {
                     let workers = std::sync::Mutex::new(std::collections::HashSet::new());
@@ -340,6 +341,11 @@ mod tests {
                                 .lock()
                                 .unwrap()
                                 .insert(rayon::current_thread_index());
+                            if i % 100 == 0 {
+                                // Enough work per chunk for a helper to
+                                // take some while the caller is busy.
+                                std::thread::sleep(std::time::Duration::from_micros(20));
+                            }
                             i as u64
                         })
                         .sum();
@@ -347,7 +353,10 @@ mod tests {
                 });
                 assert_eq!(sum, 49_995_000);
                 assert!(workers >= 1 && workers <= threads);
+                most_workers = most_workers.max(workers);
             }
+            // With several threads the helpers did take work.
+            assert_eq!(most_workers > 1, threads > 1, "{threads} threads");
             // The pool is free again: a plain install runs.
             assert_eq!(pool.install(rayon::current_num_threads), threads);
             // A panic in `f` reaches the caller; the helpers let go.

@@ -12,7 +12,7 @@
 //!
 //! Registered in the ONNX parser fewstep uses ([`onnx`]), so every fewstep
 //! model gets it; [`fuse_silu`] folds a following SiLU in when a plan is
-//! built.
+//! built (`crate::rewrite_graph`).
 
 use rayon::prelude::*;
 use tract_linalg::Func;
@@ -288,8 +288,8 @@ fn affine(x: &[f32], y: &mut [f32], a: f32, b: f32) {
 }
 
 /// Folds every SiLU that is the only consumer of a [`GroupNorm`] into it;
-/// returns how many. Public (hidden) for the profiling example.
-pub fn fuse_silu(model: &mut TypedModel) -> TractResult<usize> {
+/// returns how many.
+pub(crate) fn fuse_silu(model: &mut TypedModel) -> TractResult<usize> {
     let mut done = 0;
     for id in model.eval_order()? {
         let node = model.node(id);

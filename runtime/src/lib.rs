@@ -31,16 +31,16 @@ pub use fewstep_core;
 pub use fewstep_core::{SamplerChoice, SamplerKind, SamplingPlan};
 pub use generate::{CancelToken, DEFAULT_DIFFUSION_STEPS, GenerateRequest, Noise, Progress};
 #[doc(hidden)]
-pub use group_norm::{fuse_silu as fuse_group_norm_silu, onnx};
+pub use group_norm::onnx;
 pub use images::{Images, npy_bytes, parse_npy, read_npy};
 pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryEstimate, parse_bytes};
+#[doc(hidden)]
+pub use model::rewrite_graph;
 pub use model::{Dim, GraphInterface, Metadata, Model, TensorDecl, decode};
 pub use stamp::{StampOptions, encode, stamp};
 /// The ONNX protobuf types (from `tract-onnx`), for building or editing models.
 pub use tract_onnx::pb;
 pub use winograd::ConvAlgorithm;
-#[doc(hidden)]
-pub use winograd::rewrite as rewrite_convolutions;
 
 /// Tunes the process's allocator for repeated network evaluations (opt-in,
 /// process-wide; the CLI calls it). On glibc it raises the mmap threshold

@@ -368,6 +368,21 @@ pub(crate) enum InputKind {
     Label,
 }
 
+/// What fewstep does to a concrete graph before tract optimises it: a SiLU
+/// after a group norm is folded into it (`crate::group_norm`), and with
+/// [`ConvAlgorithm::Winograd`] the eligible 3×3 convolutions become
+/// Winograd convolutions (`crate::winograd`). Returns (SiLUs fused,
+/// convolutions rewritten). Public (hidden) so that the benchmark and the
+/// profiling examples run the graph the runtime runs.
+pub fn rewrite_graph(model: &mut TypedModel, conv: ConvAlgorithm) -> TractResult<(usize, usize)> {
+    let fused = crate::group_norm::fuse_silu(model)?;
+    let convs = match conv {
+        ConvAlgorithm::Winograd => crate::winograd::rewrite(model)?,
+        ConvAlgorithm::Direct => 0,
+    };
+    Ok((fused, convs))
+}
+
 fn tract_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Tract(format!("{e:#}"))
 }
@@ -480,42 +495,25 @@ impl Network {
         // Built outside the lock: another thread may build the same plan
         // concurrently; either result is equivalent.
         let concrete = self.concrete(batch)?;
-        let plan = self.optimize(concrete, self.conv == ConvAlgorithm::Winograd)?;
+        let plan = self.optimize(concrete)?;
         self.lock_plans().insert(batch, plan.clone());
         Ok(plan)
     }
 
-    /// The runnable plan of a concrete graph, a SiLU after a group norm
-    /// folded into it (`crate::group_norm`) and its eligible 3×3
-    /// convolutions rewritten as Winograd convolutions if `winograd`. Should
-    /// the rewritten
-    /// graph fail to optimise (a graph shape the rewrite did not foresee),
-    /// the plan falls back to tract's direct convolutions: slower, never
-    /// wrong.
-    fn optimize(
-        &self,
-        concrete: TypedModel,
-        winograd: bool,
-    ) -> Result<Arc<TypedRunnableModel>, LoadError> {
-        let direct = |m: TypedModel| {
+    /// The runnable plan of a concrete graph after [`rewrite_graph`].
+    /// Should a rewrite fail, or the rewritten graph fail to optimise (a
+    /// graph shape the rewrites did not foresee), the plan is tract's own
+    /// graph: slower, never wrong.
+    fn optimize(&self, concrete: TypedModel) -> Result<Arc<TypedRunnableModel>, LoadError> {
+        let plain = |m: TypedModel| {
             m.into_optimized()
                 .and_then(|m| m.into_runnable())
                 .map_err(tract_err)
         };
-        let mut concrete = concrete;
-        // Fused or not, the group norms compute the same; a failure leaves
-        // the graph as it was.
-        let mut fused = concrete.clone();
-        if crate::group_norm::fuse_silu(&mut fused).is_ok() {
-            concrete = fused;
-        }
-        if !winograd {
-            return direct(concrete);
-        }
         let mut rewritten = concrete.clone();
-        match crate::winograd::rewrite(&mut rewritten) {
-            Ok(0) | Err(_) => direct(concrete),
-            Ok(_) => direct(rewritten).or_else(|_| direct(concrete)),
+        match rewrite_graph(&mut rewritten, self.conv) {
+            Ok((0, 0)) | Err(_) => plain(concrete),
+            Ok(_) => plain(rewritten).or_else(|_| plain(concrete)),
         }
     }
 

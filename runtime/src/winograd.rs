@@ -1129,8 +1129,10 @@ fn pick4_rows<'a>(rows: &'a mut [&mut [f32]], ix: [usize; 4]) -> [&'a mut [f32];
 }
 
 /// Bytes of the largest per-thread scratch a Winograd convolution of the
-/// model uses: a block's transformed tiles and products (padding to the
-/// kernel's panels included, at up to 64 tiles and 8 channels of it).
+/// model uses: a block's transformed tiles and products, with room for
+/// padding to a kernel's panels (tract's f32 kernels have at most 128 rows;
+/// 8 records of end padding per panel is more than any of them asks).
+/// An upper bound, not a measurement.
 pub(crate) fn scratch_bytes(model: &TypedModel) -> u64 {
     model
         .nodes()
@@ -1138,8 +1140,8 @@ pub(crate) fn scratch_bytes(model: &TypedModel) -> u64 {
         .filter_map(|n| {
             let conv = n.op_as::<Conv>()?;
             let geo = eligible(model, n, conv).ok()?;
-            let rows = BLOCK_TILES.div_ceil(geo.tiles_w()).clamp(1, geo.tiles_h());
-            let tiles = (rows * geo.tiles_w()).min(geo.tiles_per_image()) as u64 + 64;
+            let (_, m) = Products::block_shape(&geo);
+            let tiles = m as u64 + 128;
             let (cin, cout) = (
                 conv.pool_spec.input_channels,
                 conv.pool_spec.output_channels,
@@ -1151,9 +1153,8 @@ pub(crate) fn scratch_bytes(model: &TypedModel) -> u64 {
 }
 
 /// Rewrites every eligible convolution of a concrete-shape model as a
-/// [`WinogradConv`]; returns how many were rewritten. Public (hidden) for
-/// the profiling example.
-pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+/// [`WinogradConv`]; returns how many were rewritten.
+pub(crate) fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let candidates: Vec<usize> = model
         .nodes()
         .iter()

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use fewstep::pb;
+use fewstep::{ConvAlgorithm, pb};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable, IntoTValue, Tensor, tvec};
 
@@ -78,7 +78,7 @@ fn run(p: &pb::ModelProto, fused: bool, threads: usize) -> Vec<f32> {
         .into_decluttered()
         .unwrap();
     if fused {
-        fewstep::fuse_group_norm_silu(&mut typed).unwrap();
+        fewstep::rewrite_graph(&mut typed, ConvAlgorithm::Direct).unwrap();
     }
     let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
     let x = Tensor::from_shape(&SHAPE, &test_noise(SHAPE.iter().product(), 3)).unwrap();
@@ -132,11 +132,13 @@ fn decluttered(p: &pb::ModelProto) -> tract_onnx::prelude::TypedModel {
 
 #[test]
 fn silu_is_fused_only_where_there_is_one() {
-    let mut typed = decluttered(&graph(21, true, false));
-    assert_eq!(fewstep::fuse_group_norm_silu(&mut typed).unwrap(), 1);
+    let fused = |p: &pb::ModelProto| {
+        let mut typed = decluttered(p);
+        fewstep::rewrite_graph(&mut typed, ConvAlgorithm::Direct).unwrap()
+    };
+    assert_eq!(fused(&graph(21, true, false)), (1, 0));
     // Without a SiLU there is nothing to fuse.
-    let mut typed = decluttered(&graph(21, false, false));
-    assert_eq!(fewstep::fuse_group_norm_silu(&mut typed).unwrap(), 0);
+    assert_eq!(fused(&graph(21, false, false)), (0, 0));
 }
 
 #[test]
