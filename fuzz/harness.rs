@@ -327,7 +327,7 @@ pub fn ffi_request(data: &[u8]) -> Outcome {
     let message = last_error();
     assert_ne!(status, FEWSTEP_ERROR_PANIC, "caught panic: {message}");
     // SAFETY: any status value the library returned is a valid enum value.
-    let name = unsafe { CStr::from_ptr(ffi::fewstep_status_name(status)) };
+    let name = unsafe { CStr::from_ptr(ffi::fewstep_status_name(status as std::ffi::c_int)) };
     assert!(name.to_bytes().starts_with(b"FEWSTEP_"));
     if status == FEWSTEP_OK {
         assert!(message.is_empty(), "OK with a message: {message}");

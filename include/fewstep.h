@@ -5,7 +5,11 @@
  *
  * Every fallible function returns a fewstep_status; on failure,
  * fewstep_last_error() describes the problem (thread-local, valid until the
- * next fewstep call on the same thread). Model handles are thread-safe.
+ * next fewstep call on the same thread); panics are caught and reported as
+ * FEWSTEP_ERROR_PANIC, and the library never writes to stdout or stderr.
+ * Model handles are thread-safe, for any mix of concurrent requests.
+ * Every parameter or field that holds a status or an enumerated value is a
+ * plain integer, and any integer is handled.
  */
 
 #ifndef FEWSTEP_H
@@ -101,7 +105,10 @@ typedef int32_t (*fewstep_progress_fn)(void *user_data, uint32_t step, uint32_t 
 // then change fields: `struct_size` lets later versions add fields without
 // breaking callers built against this header.
 typedef struct fewstep_request {
-  // `sizeof(fewstep_request)`, set by `fewstep_request_init`.
+  // `sizeof(fewstep_request)`, set by `fewstep_request_init`. The library
+  // accepts exactly the sizes of its published layouts (this header's,
+  // and older headers' smaller ones); any other value is
+  // `FEWSTEP_ERROR_STRUCT_SIZE`.
   uint32_t struct_size;
   // Images to generate (default 1).
   uint32_t batch;
@@ -111,8 +118,9 @@ typedef struct fewstep_request {
   uint32_t steps;
   // `FEWSTEP_SAMPLER_*` (default `FEWSTEP_SAMPLER_AUTO`).
   uint32_t sampler;
-  // Class label for every image, `0..num_classes`, or
-  // `FEWSTEP_LABEL_NONE` (default) for the unconditional model.
+  // Class label for every image: `0 <= label < num_classes`
+  // (`FEWSTEP_ERROR_LABEL` otherwise), or `FEWSTEP_LABEL_NONE` (default):
+  // a class-conditional model then samples unconditionally.
   int64_t label;
   // Classifier-free guidance scale; 1 = none (default 1).
   float guidance;
@@ -142,8 +150,13 @@ const char *fewstep_version(void);
 // Valid until the next fewstep call on this thread; never NULL.
 const char *fewstep_last_error(void);
 
-// A short, static name for a status (e.g. `"FEWSTEP_ERROR_IO"`).
-const char *fewstep_status_name(enum fewstep_status status);
+// A short, static name for a status (e.g. `"FEWSTEP_ERROR_IO"`), or
+// `"FEWSTEP_UNKNOWN_STATUS"` for a value this library does not define (a
+// status from a newer library, or any other integer). Static; never NULL.
+//
+// Takes a plain `int`: C may pass any integer where a `fewstep_status` is
+// expected, and every value is handled.
+const char *fewstep_status_name(int status);
 
 // Loads a model from a file. On success `*out` holds a new handle; on
 // failure `*out` is set to NULL (when `out` is not NULL).

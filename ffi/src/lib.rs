@@ -8,18 +8,26 @@
 //! - Every function that can fail returns a `fewstep_status`; on failure,
 //!   `fewstep_last_error()` describes what went wrong, in a thread-local
 //!   string valid until the next fewstep call on the same thread.
-//! - No entry point panics across the boundary or aborts: panics are caught
-//!   and reported as `FEWSTEP_ERROR_PANIC`; NULL pointers, short buffers,
-//!   invalid enum values and bad paths return a status.
-//! - A model handle may be used by several threads at once; all per-call
-//!   state lives in the call. Do not free it while another thread uses it.
+//! - No entry point panics across the boundary, aborts, or writes to
+//!   stdout/stderr: panics are caught and reported as `FEWSTEP_ERROR_PANIC`
+//!   with their message in `fewstep_last_error()`; NULL pointers, short
+//!   buffers, invalid values and bad paths return a status.
+//! - Parameters and fields that hold a status or an enumerated value are
+//!   plain integers, and every integer is handled: a value this library
+//!   does not define gives `FEWSTEP_ERROR_INVALID_ARGUMENT` (or, for
+//!   `fewstep_status_name`, `"FEWSTEP_UNKNOWN_STATUS"`).
+//! - A model handle may be used by several threads at once, with any mix of
+//!   requests; all per-call state lives in the call, and a call with
+//!   `threads > 1` runs on a thread pool it holds alone for its length.
+//!   Do not free the model while another thread uses it.
 //!
 //! The header `include/fewstep.h` is generated from this file by cbindgen
 //! (`ffi/cbindgen.toml`); `ffi/tests/header.rs` fails when it is stale.
 #![allow(non_camel_case_types)]
 
+use std::cell::Cell;
 use std::cell::RefCell;
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use fewstep_runtime::fewstep_core::Prediction;
@@ -100,7 +108,10 @@ pub type fewstep_progress_fn =
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct fewstep_request {
-    /// `sizeof(fewstep_request)`, set by `fewstep_request_init`.
+    /// `sizeof(fewstep_request)`, set by `fewstep_request_init`. The library
+    /// accepts exactly the sizes of its published layouts (this header's,
+    /// and older headers' smaller ones); any other value is
+    /// `FEWSTEP_ERROR_STRUCT_SIZE`.
     pub struct_size: u32,
     /// Images to generate (default 1).
     pub batch: u32,
@@ -110,8 +121,9 @@ pub struct fewstep_request {
     pub steps: u32,
     /// `FEWSTEP_SAMPLER_*` (default `FEWSTEP_SAMPLER_AUTO`).
     pub sampler: u32,
-    /// Class label for every image, `0..num_classes`, or
-    /// `FEWSTEP_LABEL_NONE` (default) for the unconditional model.
+    /// Class label for every image: `0 <= label < num_classes`
+    /// (`FEWSTEP_ERROR_LABEL` otherwise), or `FEWSTEP_LABEL_NONE` (default):
+    /// a class-conditional model then samples unconditionally.
     pub label: i64,
     /// Classifier-free guidance scale; 1 = none (default 1).
     pub guidance: f32,
@@ -135,6 +147,8 @@ const REQUEST_SIZE: usize = std::mem::size_of::<fewstep_request>();
 /// `memory_budget`). Callers built against an older, smaller header keep
 /// working: missing fields take defaults.
 const REQUEST_MIN_SIZE: usize = std::mem::offset_of!(fewstep_request, memory_budget);
+/// Every `struct_size` a published header gives, oldest first.
+const REQUEST_SIZES: [usize; 2] = [REQUEST_MIN_SIZE, REQUEST_SIZE];
 
 impl Default for fewstep_request {
     fn default() -> Self {
@@ -217,21 +231,86 @@ fn set_last_error(message: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
+thread_local! {
+    /// Depth of fewstep entry points running on this thread.
+    static IN_CALL: Cell<u32> = const { Cell::new(0) };
+    /// Where the last panic on this thread (inside an entry point) was raised.
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Makes panics inside the library silent: a library must not write to the
+/// app's stderr. The panic still becomes `FEWSTEP_ERROR_PANIC` with its
+/// message (and, when raised on the calling thread, its source location) in
+/// `fewstep_last_error()`. Panics elsewhere in the process (the app's own
+/// Rust code, if any shares this copy of std) go to the hook that was
+/// installed before, unchanged.
+fn quiet_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_call = IN_CALL.with(Cell::get) > 0;
+            // The runtime's worker threads; their panics reach the caller
+            // through rayon.
+            let worker = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(fewstep_runtime::WORKER_THREAD_PREFIX));
+            if in_call || worker {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_LOCATION.with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Counts an entry point as running on this thread while alive.
+struct InCall;
+
+impl InCall {
+    fn enter() -> Self {
+        IN_CALL.with(|c| c.set(c.get() + 1));
+        InCall
+    }
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        IN_CALL.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// Runs `f`, turning a panic into its message.
+fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    quiet_panics();
+    let _in_call = InCall::enter();
+    PANIC_LOCATION.with(|p| p.borrow_mut().take());
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        match PANIC_LOCATION.with(|p| p.borrow_mut().take()) {
+            Some(at) => format!("{what} (at {at})"),
+            None => what,
+        }
+    })
+}
+
 /// Runs an entry point: clears the last error, catches panics, records failures.
 fn guard(f: impl FnOnce() -> Result<fewstep_status, Failure>) -> fewstep_status {
     set_last_error("");
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match catch_quietly(f) {
         Ok(Ok(status)) => status,
         Ok(Err(failure)) => {
             set_last_error(&failure.message);
             failure.status
         }
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+        Err(what) => {
             set_last_error(&format!("internal error (panic): {what}"));
             FEWSTEP_ERROR_PANIC
         }
@@ -251,10 +330,43 @@ pub extern "C" fn fewstep_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// A short, static name for a status (e.g. `"FEWSTEP_ERROR_IO"`).
+/// A short, static name for a status (e.g. `"FEWSTEP_ERROR_IO"`), or
+/// `"FEWSTEP_UNKNOWN_STATUS"` for a value this library does not define (a
+/// status from a newer library, or any other integer). Static; never NULL.
+///
+/// Takes a plain `int`: C may pass any integer where a `fewstep_status` is
+/// expected, and every value is handled.
 #[unsafe(no_mangle)]
-pub extern "C" fn fewstep_status_name(status: fewstep_status) -> *const c_char {
-    let s: &'static CStr = match status {
+pub extern "C" fn fewstep_status_name(status: c_int) -> *const c_char {
+    status_name(status).as_ptr()
+}
+
+/// The status with this value, if it is one.
+fn status_from_int(v: c_int) -> Option<fewstep_status> {
+    const ALL: [fewstep_status; 14] = [
+        FEWSTEP_OK,
+        FEWSTEP_CANCELLED,
+        FEWSTEP_ERROR_NULL_ARGUMENT,
+        FEWSTEP_ERROR_INVALID_ARGUMENT,
+        FEWSTEP_ERROR_BUFFER_TOO_SMALL,
+        FEWSTEP_ERROR_IO,
+        FEWSTEP_ERROR_INVALID_MODEL,
+        FEWSTEP_ERROR_STEPS,
+        FEWSTEP_ERROR_LABEL,
+        FEWSTEP_ERROR_NON_FINITE,
+        FEWSTEP_ERROR_RUNTIME,
+        FEWSTEP_ERROR_PANIC,
+        FEWSTEP_ERROR_STRUCT_SIZE,
+        FEWSTEP_ERROR_MEMORY_BUDGET,
+    ];
+    ALL.into_iter().find(|s| *s as c_int == v)
+}
+
+fn status_name(v: c_int) -> &'static CStr {
+    let Some(status) = status_from_int(v) else {
+        return c"FEWSTEP_UNKNOWN_STATUS";
+    };
+    match status {
         FEWSTEP_OK => c"FEWSTEP_OK",
         FEWSTEP_CANCELLED => c"FEWSTEP_CANCELLED",
         FEWSTEP_ERROR_NULL_ARGUMENT => c"FEWSTEP_ERROR_NULL_ARGUMENT",
@@ -269,8 +381,7 @@ pub extern "C" fn fewstep_status_name(status: fewstep_status) -> *const c_char {
         FEWSTEP_ERROR_PANIC => c"FEWSTEP_ERROR_PANIC",
         FEWSTEP_ERROR_STRUCT_SIZE => c"FEWSTEP_ERROR_STRUCT_SIZE",
         FEWSTEP_ERROR_MEMORY_BUDGET => c"FEWSTEP_ERROR_MEMORY_BUDGET",
-    };
-    s.as_ptr()
+    }
 }
 
 fn store_model(
@@ -361,10 +472,10 @@ pub unsafe extern "C" fn fewstep_model_free(model: *mut fewstep_model) {
         return;
     }
     // Dropping cannot unwind into C: catch a panic from a destructor.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = catch_quietly(|| {
         // SAFETY: the caller passes a handle from Box::into_raw, once.
         drop(unsafe { Box::from_raw(model) });
-    }));
+    });
 }
 
 /// What a model is, for sizing buffers and requests.
@@ -528,11 +639,13 @@ pub unsafe extern "C" fn fewstep_request_init(request: *mut fewstep_request) -> 
 unsafe fn read_request(request: *const fewstep_request) -> Result<fewstep_request, Failure> {
     // SAFETY: the first field is a u32 at offset 0 of any published layout.
     let size = unsafe { request.cast::<u32>().read_unaligned() } as usize;
-    if !(REQUEST_MIN_SIZE..=REQUEST_SIZE).contains(&size) {
+    // Only the sizes of published layouts: a size in between would end
+    // inside a field, which then holds whatever the caller's memory held.
+    if !REQUEST_SIZES.contains(&size) {
         return Err(Failure::new(
             FEWSTEP_ERROR_STRUCT_SIZE,
             format!(
-                "fewstep_request.struct_size is {size}; this library (fewstep {}) accepts {REQUEST_MIN_SIZE}..={REQUEST_SIZE}: initialise requests with fewstep_request_init",
+                "fewstep_request.struct_size is {size}; this library (fewstep {}) accepts {REQUEST_SIZES:?} (the sizes of its published layouts): initialise requests with fewstep_request_init",
                 env!("CARGO_PKG_VERSION")
             ),
         ));
@@ -743,4 +856,76 @@ pub unsafe extern "C" fn fewstep_generate_f32(
 ) -> fewstep_status {
     // SAFETY: forwarded contract.
     unsafe { generate_into(model, request, out, out_len, f32_len, "floats", fill_f32) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Panics the app's own hook saw.
+    static APP_HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn last_error() -> String {
+        // SAFETY: never NULL, NUL-terminated, valid until the next call.
+        unsafe { CStr::from_ptr(fewstep_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// A panic inside an entry point, on the calling thread or on one of the
+    /// runtime's worker threads, becomes `FEWSTEP_ERROR_PANIC` with its
+    /// message and is not printed; panics outside the library still reach
+    /// the hook the app installed.
+    #[test]
+    fn panics_inside_calls_are_reported_not_printed() {
+        // The app's hook, installed before the library's first call.
+        std::panic::set_hook(Box::new(|_| {
+            APP_HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
+        }));
+        let status = guard(|| panic!("boom {}", 7));
+        assert_eq!(status, FEWSTEP_ERROR_PANIC);
+        let message = last_error();
+        assert!(
+            message.starts_with("internal error (panic): boom 7 (at ffi/src/lib.rs:"),
+            "{message}"
+        );
+        let status = guard(|| {
+            let worker = std::thread::Builder::new()
+                .name(format!("{}3", fewstep_runtime::WORKER_THREAD_PREFIX))
+                .spawn(|| panic!("in a worker"))
+                .expect("spawn");
+            match worker.join() {
+                Ok(()) => Ok(FEWSTEP_OK),
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        });
+        assert_eq!(status, FEWSTEP_ERROR_PANIC);
+        assert_eq!(last_error(), "internal error (panic): in a worker");
+        assert_eq!(
+            APP_HOOK_CALLS.load(Ordering::SeqCst),
+            0,
+            "the library printed"
+        );
+        // A successful call clears the message.
+        assert_eq!(guard(|| Ok(FEWSTEP_OK)), FEWSTEP_OK);
+        assert_eq!(last_error(), "");
+
+        // The app's own panics (outside any entry point) reach its hook.
+        let _ = std::panic::catch_unwind(|| panic!("the app's own"));
+        assert_eq!(APP_HOOK_CALLS.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn status_names_cover_every_integer() {
+        for v in [i32::MIN, -1, 14, 99, 1 << 20, i32::MAX] {
+            assert_eq!(status_name(v), c"FEWSTEP_UNKNOWN_STATUS");
+        }
+        for v in 0..14 {
+            let status = status_from_int(v).expect("a status");
+            assert_eq!(status as c_int, v);
+            assert!(status_name(v).to_bytes().starts_with(b"FEWSTEP_"));
+            assert_ne!(status_name(v), c"FEWSTEP_UNKNOWN_STATUS");
+        }
+    }
 }

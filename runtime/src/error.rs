@@ -147,9 +147,9 @@ pub enum GenerateError {
         /// Batch size.
         batch: usize,
     },
-    /// A label outside `0..=num_classes`.
+    /// A label outside `0..num_classes`.
     #[error(
-        "label {label} is out of range: this model has {num_classes} classes (0..{num_classes}, {num_classes} = unconditional)"
+        "label {label} is out of range: this model has {num_classes} classes, numbered from 0; give no label for unconditional samples"
     )]
     LabelOutOfRange {
         /// The label.

@@ -1,6 +1,5 @@
 //! Running the network: thread pools and the two execution strategies.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -25,33 +24,91 @@ pub enum Execution {
     Batched,
 }
 
-/// At most this many pools (distinct thread counts) are kept per model.
-pub(crate) const MAX_CACHED_POOLS: usize = 4;
+/// The names of fewstep's worker threads start with this (`fewstep-0`, ...).
+pub const WORKER_THREAD_PREFIX: &str = "fewstep-";
 
-/// Thread pools by size, shared by every call on a model.
+/// At most this many idle thread pools are kept per model between calls.
+pub(crate) const MAX_IDLE_POOLS: usize = 4;
+
+/// The model's thread pools. A call *leases* a pool of its thread count for
+/// its whole length: no other call runs work on those threads meanwhile.
+///
+/// Why exclusive: a thread of a rayon pool that waits for its own parallel
+/// work runs whatever else is queued in the pool. tract's matrix product
+/// holds a thread-local scratch (`RefCell`) across the parallel dispatch of
+/// its tiles, so if another call's image landed on that thread while it
+/// waited, that image's matrix product would borrow the same scratch again
+/// ("RefCell already borrowed", issue 19). Within one call this cannot
+/// happen: the call's own queued work is either its own product's tiles or
+/// an image run without threads inside (see `forward_per_image`).
+/// Concurrent calls therefore get distinct pools (created on demand, kept
+/// idle for reuse, at most [`MAX_IDLE_POOLS`]); a call never waits for
+/// another call's pool.
 #[derive(Debug, Default)]
-pub(crate) struct Pools(Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>);
+pub(crate) struct Pools(Mutex<Vec<Arc<rayon::ThreadPool>>>);
+
+/// A pool held by one call; returned to the model's idle pools on drop.
+#[derive(Debug)]
+pub(crate) struct PoolLease<'p> {
+    pool: Option<Arc<rayon::ThreadPool>>,
+    home: &'p Pools,
+}
+
+impl std::ops::Deref for PoolLease<'_> {
+    type Target = Arc<rayon::ThreadPool>;
+    fn deref(&self) -> &Self::Target {
+        self.pool
+            .as_ref()
+            .expect("a lease holds its pool until dropped")
+    }
+}
+
+impl Drop for PoolLease<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let mut idle = self.home.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: a caller cycling through many thread counts, or a
+            // burst of concurrent callers, must not leave idle threads
+            // behind. The least recently returned pool goes first; its
+            // threads exit once nothing holds it.
+            if idle.len() >= MAX_IDLE_POOLS {
+                idle.remove(0);
+            }
+            idle.push(pool);
+        }
+    }
+}
 
 impl Pools {
-    pub(crate) fn get(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>, GenerateError> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = map.get(&threads) {
-            return Ok(p.clone());
-        }
-        // Bounded: a caller cycling through many thread counts must not
-        // accumulate idle threads. Calls still running keep their pool alive
-        // through their own `Arc`; a dropped pool's threads exit.
-        if map.len() >= MAX_CACHED_POOLS {
-            map.clear();
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("fewstep-{i}"))
-            .build()
-            .map_err(|e| GenerateError::ThreadPool(e.to_string()))?;
-        let pool = Arc::new(pool);
-        map.insert(threads, pool.clone());
-        Ok(pool)
+    /// A pool of `threads` threads for the caller alone: an idle one of that
+    /// size, or a new one.
+    pub(crate) fn lease(&self, threads: usize) -> Result<PoolLease<'_>, GenerateError> {
+        let reused = {
+            let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            idle.iter()
+                .rposition(|p| p.current_num_threads() == threads)
+                .map(|i| idle.remove(i))
+        };
+        let pool = match reused {
+            Some(pool) => pool,
+            None => Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("{WORKER_THREAD_PREFIX}{i}"))
+                    .build()
+                    .map_err(|e| GenerateError::ThreadPool(e.to_string()))?,
+            ),
+        };
+        Ok(PoolLease {
+            pool: Some(pool),
+            home: self,
+        })
+    }
+
+    /// Idle pools kept (for tests).
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.0.lock().map(|v| v.len()).unwrap_or(usize::MAX)
     }
 }
 
@@ -64,7 +121,8 @@ pub(crate) struct Runner<'m> {
     model: &'m Model,
     execution: Execution,
     threads: usize,
-    pool: Option<Arc<rayon::ThreadPool>>,
+    /// This call's own pool (several threads), held until the call ends.
+    pool: Option<PoolLease<'m>>,
     /// Per-image states (PerImage) or one state (Batched), created lazily.
     states: Vec<TypedSimpleState>,
     batched_rows: usize,
@@ -86,7 +144,7 @@ impl<'m> Runner<'m> {
         threads: usize,
     ) -> Result<Self, GenerateError> {
         let pool = if threads > 1 {
-            Some(model.pools.get(threads)?)
+            Some(model.pools.lease(threads)?)
         } else {
             None
         };
@@ -169,7 +227,9 @@ impl<'m> Runner<'m> {
         let result = match &self.pool {
             // On one of the pool's threads, as in `forward_per_image`.
             Some(pool) => with_awake_pool(pool, || {
-                multithread_tract_scope(Executor::MultiThread(pool.clone()), || state.run(inputs))
+                multithread_tract_scope(Executor::MultiThread(Arc::clone(pool)), || {
+                    state.run(inputs)
+                })
             }),
             None => state.run(inputs),
         }
@@ -215,7 +275,7 @@ impl<'m> Runner<'m> {
             // Winograd's small products gain (one image, 2 threads: 20 ms
             // from outside against 13.5 ms inside).
             Some(pool) if rows < self.threads => {
-                let exec = Executor::MultiThread(pool.clone());
+                let exec = Executor::MultiThread(Arc::clone(pool));
                 with_awake_pool(pool, || {
                     multithread_tract_scope(exec, || {
                         states
@@ -225,13 +285,20 @@ impl<'m> Runner<'m> {
                     })
                 })
             }
-            // Enough images: one image per thread at a time.
+            // Enough images: one image per thread at a time, each on its
+            // thread alone (a single-thread tract executor), so a thread of
+            // this pool never waits for parallel work while it holds tract's
+            // thread-local scratch: the pool's queue holds only whole images
+            // (see `Pools`).
             Some(pool) => pool.install(|| {
                 states
                     .par_iter_mut()
                     .zip(inputs.into_par_iter().zip(out.par_chunks_mut(d)))
                     .with_max_len(1)
-                    .try_for_each(run_one)
+                    .try_for_each(|job| {
+                        // Whatever the process-wide default executor is.
+                        multithread_tract_scope(Executor::SingleThread, || run_one(job))
+                    })
             }),
         }
     }
@@ -301,22 +368,35 @@ fn copy_output(result: &TVec<TValue>, out: &mut [f32]) -> Result<(), GenerateErr
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_CACHED_POOLS, Pools};
+    use super::{MAX_IDLE_POOLS, Pools};
+    use std::sync::Arc;
 
     #[test]
-    fn pool_cache_is_bounded_and_reuses_pools() {
+    fn pools_are_leased_exclusively_reused_and_bounded() {
         let pools = Pools::default();
-        let a = pools.get(2).expect("pool");
-        let again = pools.get(2).expect("pool");
-        assert!(std::sync::Arc::ptr_eq(&a, &again));
-        for threads in 2..2 + 3 * MAX_CACHED_POOLS {
-            let p = pools.get(threads).expect("pool");
-            assert_eq!(p.current_num_threads(), threads);
-            let cached = pools.0.lock().map(|m| m.len()).unwrap_or(usize::MAX);
-            assert!(cached <= MAX_CACHED_POOLS, "{cached} pools cached");
-        }
-        // A pool evicted from the cache stays usable by whoever holds it.
-        assert_eq!(a.install(rayon::current_num_threads), 2);
+        let a = pools.lease(2).expect("pool");
+        let a_ptr = Arc::as_ptr(&a);
+        // A second caller while the first holds its pool gets another one.
+        let b = pools.lease(2).expect("pool");
+        assert!(!std::ptr::eq(a_ptr, Arc::as_ptr(&b)));
+        assert_eq!(b.current_num_threads(), 2);
+        drop(b);
+        drop(a);
+        assert_eq!(pools.idle(), 2);
+        // Returned pools are reused, the latest returned first.
+        let again = pools.lease(2).expect("pool");
+        assert!(std::ptr::eq(a_ptr, Arc::as_ptr(&again)));
+        drop(again);
+        // Many sizes, and many at once: at most MAX_IDLE_POOLS stay idle.
+        let held: Vec<_> = (2..2 + 3 * MAX_IDLE_POOLS)
+            .map(|threads| {
+                let p = pools.lease(threads).expect("pool");
+                assert_eq!(p.current_num_threads(), threads);
+                p
+            })
+            .collect();
+        drop(held);
+        assert_eq!(pools.idle(), MAX_IDLE_POOLS);
     }
 
     /// The awake helpers take the parallel work handed out inside `f`, and

@@ -157,12 +157,13 @@ impl<'a> GenerateRequest<'a> {
         self.sampler = s;
         self
     }
-    /// One class label for every image.
+    /// One class label for every image, `0..num_classes`. Without a label
+    /// a class-conditional model generates unconditionally (its null label).
     pub fn label(mut self, label: i64) -> Self {
         self.labels = Some(vec![label]);
         self
     }
-    /// A class label per image (or a single one for all).
+    /// A class label per image (or a single one for all), each `0..num_classes`.
     pub fn labels(mut self, labels: Vec<i64>) -> Self {
         self.labels = Some(labels);
         self
@@ -314,18 +315,26 @@ impl Model {
             }
             None
         } else {
-            let given = req.labels.take().unwrap_or_else(|| vec![i64::from(k)]);
+            // Classes are 0..k. The null label k (the unconditional model
+            // that guidance uses) is not a class: a request without labels
+            // gets it, so there is one way to ask for unconditional samples.
+            let given = match req.labels.take() {
+                Some(given) => {
+                    if let Some(&bad) = given.iter().find(|&&l| l < 0 || l >= i64::from(k)) {
+                        return Err(GenerateError::LabelOutOfRange {
+                            label: bad,
+                            num_classes: k,
+                        });
+                    }
+                    given
+                }
+                None => vec![i64::from(k)],
+            };
             let per_image = match given.len() {
                 1 => vec![given[0]; batch],
                 n if n == batch => given,
                 n => return Err(GenerateError::LabelCount { actual: n, batch }),
             };
-            if let Some(&bad) = per_image.iter().find(|&&l| l < 0 || l > i64::from(k)) {
-                return Err(GenerateError::LabelOutOfRange {
-                    label: bad,
-                    num_classes: k,
-                });
-            }
             if guided {
                 // cond rows then null-label rows: one batched forward of 2N.
                 let mut both = per_image;

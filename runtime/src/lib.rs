@@ -24,9 +24,9 @@ mod stamp;
 mod winograd;
 
 pub use error::{GenerateError, IoError, LoadError};
-pub use exec::Execution;
 #[doc(hidden)]
 pub use exec::with_awake_pool;
+pub use exec::{Execution, WORKER_THREAD_PREFIX};
 pub use fewstep_core;
 pub use fewstep_core::{SamplerChoice, SamplerKind, SamplingPlan};
 pub use generate::{CancelToken, DEFAULT_DIFFUSION_STEPS, GenerateRequest, Noise, Progress};

@@ -48,9 +48,10 @@ enum Command {
         /// Number of images.
         #[arg(long)]
         batch: Option<usize>,
-        /// Class label for every image (class-conditional models); a
-        /// comma-separated list (`0,1,2`) is taken cyclically: image i gets
-        /// the (i mod len)-th label.
+        /// Class label for every image (class-conditional models),
+        /// `0..num_classes`; a comma-separated list (`0,1,2`) is taken
+        /// cyclically: image i gets the (i mod len)-th label. Without it a
+        /// class-conditional model samples unconditionally.
         #[arg(long, allow_negative_numbers = true, value_delimiter = ',')]
         label: Vec<i64>,
         /// Classifier-free guidance scale (1 = none).

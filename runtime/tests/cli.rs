@@ -207,6 +207,21 @@ fn generate_errors_are_one_line() {
         &run(&["generate", "--model", s(&cond), "--label", "7", "--out", o]),
         "label 7",
     );
+    // num_classes is not a class label (the same rule as the Rust and C APIs).
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&cond),
+            "--label",
+            "0,3",
+            "--batch",
+            "2",
+            "--out",
+            o,
+        ]),
+        "label 3 is out of range: this model has 3 classes",
+    );
     assert!(
         run(&[
             "generate",

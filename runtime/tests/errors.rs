@@ -287,8 +287,29 @@ fn generation_errors() {
     ));
     let e = model.generate().guidance(f32::NAN).run().unwrap_err();
     assert!(matches!(e, GenerateError::BadGuidance(_)));
-    // The null label (= num_classes) is valid.
-    assert!(model.generate().label(3).steps(2).run().is_ok());
+    // num_classes is not a class (issue 19): the null label it stands for is
+    // what a request without labels gets.
+    for bad in [3, i64::MAX, i64::MIN] {
+        let e = model.generate().label(bad).steps(2).run().unwrap_err();
+        assert!(
+            matches!(e, GenerateError::LabelOutOfRange { label, num_classes: 3 } if label == bad),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("give no label for unconditional samples")
+        );
+    }
+    let e = model
+        .generate()
+        .batch(2)
+        .labels(vec![0, 3])
+        .steps(2)
+        .run()
+        .unwrap_err();
+    assert!(matches!(e, GenerateError::LabelOutOfRange { label: 3, .. }));
+    assert!(model.generate().label(2).steps(2).run().is_ok());
+    assert!(model.generate().steps(2).run().is_ok());
 }
 
 #[test]

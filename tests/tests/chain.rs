@@ -78,42 +78,56 @@ fn chain(class_cond: bool) {
     assert_eq!(model.is_conditional(), class_cond);
     let burn_model = run::load_ema_cpu(&ckpt).expect("EMA weights");
     let cfg = &ckpt.meta.model;
-    // Two classes and the null label (= num_classes).
-    let labels = class_cond.then(|| vec![7i64, 2, cfg.num_classes as i64]);
+    // Labels the runtime is asked for, and what the network sees: three
+    // classes; and no label, which is the null label (= num_classes).
+    let k = cfg.num_classes as i64;
+    type Labels = Option<Vec<i64>>;
+    let cases: Vec<(Labels, Labels)> = if class_cond {
+        vec![
+            (Some(vec![7, 2, 5]), Some(vec![7, 2, 5])),
+            (None, Some(vec![k; 3])),
+        ]
+    } else {
+        vec![(None, None)]
+    };
     let (batch, seed, steps) = (3usize, 42u64, 4u32);
 
-    for (choice, kind) in [
-        (SamplerChoice::Ddim, SamplerKind::Ddim),
-        (SamplerChoice::Addim, SamplerKind::Addim),
-    ] {
-        let mut request = model
-            .generate()
-            .batch(batch)
-            .seed(seed)
-            .steps(steps)
-            .sampler(choice);
-        if let Some(l) = &labels {
-            request = request.labels(l.clone());
+    for (asked, seen) in &cases {
+        for (choice, kind) in [
+            (SamplerChoice::Ddim, SamplerKind::Ddim),
+            (SamplerChoice::Addim, SamplerKind::Addim),
+        ] {
+            let mut request = model
+                .generate()
+                .batch(batch)
+                .seed(seed)
+                .steps(steps)
+                .sampler(choice);
+            if let Some(l) = asked {
+                request = request.labels(l.clone());
+            }
+            let from_runtime = request.run().expect("runtime generates");
+            let plan = SamplingPlan::new(steps, kind).expect("plan");
+            let from_burn = sample::sample(
+                &burn_model,
+                cfg,
+                batch,
+                plan,
+                seed,
+                seen.as_deref(),
+                &Default::default(),
+            )
+            .expect("burn samples");
+            let diff = max_abs_diff(from_runtime.data(), &from_burn);
+            eprintln!(
+                "class_cond={class_cond} labels={asked:?} {kind:?}: max |runtime - burn| = {diff:e}"
+            );
+            assert!(
+                diff <= 1e-4,
+                "{kind:?}, labels {asked:?}: runtime and Burn sampling differ by {diff}"
+            );
+            assert!(from_runtime.data().iter().all(|v| v.is_finite()));
         }
-        let from_runtime = request.run().expect("runtime generates");
-        let plan = SamplingPlan::new(steps, kind).expect("plan");
-        let from_burn = sample::sample(
-            &burn_model,
-            cfg,
-            batch,
-            plan,
-            seed,
-            labels.as_deref(),
-            &Default::default(),
-        )
-        .expect("burn samples");
-        let diff = max_abs_diff(from_runtime.data(), &from_burn);
-        eprintln!("class_cond={class_cond} {kind:?}: max |runtime - burn| = {diff:e}");
-        assert!(
-            diff <= 1e-4,
-            "{kind:?}: runtime and Burn sampling differ by {diff}"
-        );
-        assert!(from_runtime.data().iter().all(|v| v.is_finite()));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

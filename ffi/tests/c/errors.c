@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,6 +99,35 @@ int main(int argc, char **argv) {
 
     const char *version = fewstep_version();
     CHECK(version && strlen(version) > 0, "version string");
+
+    /* Status names for any integer: a status from a newer library, or any
+     * value C can pass where the header says fewstep_status. */
+    {
+        static const char *const names[] = {
+            "FEWSTEP_OK", "FEWSTEP_CANCELLED", "FEWSTEP_ERROR_NULL_ARGUMENT",
+            "FEWSTEP_ERROR_INVALID_ARGUMENT", "FEWSTEP_ERROR_BUFFER_TOO_SMALL", "FEWSTEP_ERROR_IO",
+            "FEWSTEP_ERROR_INVALID_MODEL", "FEWSTEP_ERROR_STEPS", "FEWSTEP_ERROR_LABEL",
+            "FEWSTEP_ERROR_NON_FINITE", "FEWSTEP_ERROR_RUNTIME", "FEWSTEP_ERROR_PANIC",
+            "FEWSTEP_ERROR_STRUCT_SIZE", "FEWSTEP_ERROR_MEMORY_BUDGET"};
+        const int known = (int)(sizeof names / sizeof names[0]);
+        int named = 0, unknown = 0;
+        const int extremes[] = {INT_MIN, INT_MIN + 1, -1, 14, 99, 255, 256, 65536, INT_MAX};
+        for (int i = -1000; i < 1000 + (int)(sizeof extremes / sizeof extremes[0]); i++) {
+            int v = i < 1000 ? i : extremes[i - 1000];
+            const char *name = fewstep_status_name(v);
+            if (name == NULL) {
+                printf("FAIL: fewstep_status_name(%d) is NULL\n", v);
+                failures++;
+            } else if (v >= 0 && v < known) {
+                named += strcmp(name, names[v]) == 0;
+            } else {
+                unknown += strcmp(name, "FEWSTEP_UNKNOWN_STATUS") == 0;
+            }
+        }
+        CHECK(named == known, "every status has its name");
+        CHECK(unknown == 2000 + (int)(sizeof extremes / sizeof extremes[0]) - known,
+              "every other integer is FEWSTEP_UNKNOWN_STATUS");
+    }
 
     /* Loading. */
     fewstep_model *m = (fewstep_model *)0x1;
@@ -188,6 +218,38 @@ int main(int argc, char **argv) {
     bad.memory_budget = 1; /* not read: beyond the first layout */
     EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_OK, "request of the first layout (no memory_budget)");
 
+    /* Every struct_size other than the two published layouts' sizes. */
+    {
+        unsigned accepted = 0, refused = 0;
+        for (uint32_t size = 0; size <= sizeof req + 64; size++) {
+            bad = req;
+            bad.struct_size = size;
+            fewstep_status st = fewstep_generate_rgb8(cm, &bad, px, sizeof px);
+            if (st == FEWSTEP_OK) accepted++;
+            if (st == FEWSTEP_ERROR_STRUCT_SIZE) refused++;
+            int published = size == sizeof req || size == offsetof(fewstep_request, memory_budget);
+            if ((st == FEWSTEP_OK) != published || (!published && st != FEWSTEP_ERROR_STRUCT_SIZE)) {
+                printf("FAIL: struct_size %u -> %s\n", size, fewstep_status_name(st));
+                failures++;
+            }
+        }
+        CHECK(accepted == 2 && refused == sizeof req + 63, "only the published struct_size values are accepted");
+        bad = req;
+        bad.struct_size = offsetof(fewstep_request, memory_budget) + 4;
+        EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_STRUCT_SIZE, "struct_size ending inside memory_budget");
+        bad.struct_size = UINT32_MAX;
+        EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_STRUCT_SIZE, "struct_size UINT32_MAX");
+    }
+    /* Every integer field that holds an enumerated value, at its extremes. */
+    bad = req;
+    bad.sampler = 3;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_INVALID_ARGUMENT, "sampler 3");
+    bad.sampler = UINT32_MAX;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_INVALID_ARGUMENT, "sampler UINT32_MAX");
+    bad = req;
+    bad.clip = UINT32_MAX;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_INVALID_ARGUMENT, "clip UINT32_MAX");
+
     /* Memory budget: refused up front. */
     bad = req;
     bad.memory_budget = 1;
@@ -227,9 +289,17 @@ int main(int argc, char **argv) {
     EXPECT(fewstep_generate_rgb8(cond, &creq, px, sizeof px), FEWSTEP_ERROR_LABEL, "label out of range");
     creq.label = -2;
     EXPECT(fewstep_generate_rgb8(cond, &creq, px, sizeof px), FEWSTEP_ERROR_LABEL, "negative label");
+    /* The header says 0 <= label < num_classes: num_classes is not a label
+     * (no label at all gives unconditional samples). */
     creq.label = 3;
-    EXPECT(fewstep_generate_rgb8(cond, &creq, px, sizeof px), FEWSTEP_OK, "null label (= num_classes)");
+    EXPECT(fewstep_generate_rgb8(cond, &creq, px, sizeof px), FEWSTEP_ERROR_LABEL, "label = num_classes");
+    CHECK(strstr(fewstep_last_error(), "3 classes") != NULL, "label error names the class count");
+    creq.label = INT64_MAX;
+    EXPECT(fewstep_generate_rgb8(cond, &creq, px, sizeof px), FEWSTEP_ERROR_LABEL, "label INT64_MAX");
+    creq.label = INT64_MIN;
+    EXPECT(fewstep_generate_rgb8(cond, &creq, px, sizeof px), FEWSTEP_ERROR_LABEL, "label INT64_MIN");
     creq.label = FEWSTEP_LABEL_NONE;
+    EXPECT(fewstep_generate_rgb8(cond, &creq, px, sizeof px), FEWSTEP_OK, "no label on a conditional model");
 
     /* Progress once per step; cancellation keeps the latest estimate. */
     struct counter c = {0, 0, 0};
