@@ -28,6 +28,12 @@ impl TeacherAnneal {
         anneal_iters: 100_000,
     };
 
+    /// Iterations of the annealing for a run of `total_iters` when the user
+    /// does not say: half of them, as in the paper (100k of 200k).
+    pub fn default_iters(total_iters: u64) -> u64 {
+        total_iters / 2
+    }
+
     /// A fixed teacher step count (the ablation of paper Table 2).
     pub fn fixed(steps: f64) -> Self {
         Self {
@@ -141,6 +147,59 @@ pub fn loss_weight(schedule: &Schedule, t: f64) -> f64 {
     schedule.snr(t) + 1.0
 }
 
+/// The weight `w(t)` of Algorithm 1's loss `w(t) · pseudo_huber(x_diff)`.
+///
+/// The paper calls its weighting "v-loss (equivalent to SNR + 1 weighting)"
+/// and uses the unsquared l2 distance; its text allows two readings
+/// (`ALGORITHMS.md`), to be settled by measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LossWeight {
+    /// `w = SNR(t) + 1`, as Algorithm 1 is written (`snr1`).
+    #[default]
+    SnrPlusOne,
+    /// `w = sqrt(SNR(t) + 1)` (`sqrt-snr1`): then `w ||x_hat - x||` is the
+    /// v-space distance `||v_hat - v||`, so low-noise examples weigh less
+    /// than with `snr1`.
+    SqrtSnrPlusOne,
+}
+
+impl LossWeight {
+    /// Every weighting, in the order of their names.
+    pub const ALL: [LossWeight; 2] = [LossWeight::SnrPlusOne, LossWeight::SqrtSnrPlusOne];
+
+    /// `w(t)` under `schedule`.
+    pub fn at(self, schedule: &Schedule, t: f64) -> f64 {
+        match self {
+            LossWeight::SnrPlusOne => loss_weight(schedule, t),
+            LossWeight::SqrtSnrPlusOne => libm::sqrt(loss_weight(schedule, t)),
+        }
+    }
+
+    /// `snr1` or `sqrt-snr1` (what [`core::str::FromStr`] parses).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossWeight::SnrPlusOne => "snr1",
+            LossWeight::SqrtSnrPlusOne => "sqrt-snr1",
+        }
+    }
+}
+
+impl core::str::FromStr for LossWeight {
+    type Err = TrainingError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LossWeight::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or(TrainingError::UnknownLossWeight)
+    }
+}
+
+impl fmt::Display for LossWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Pseudo-Huber on a squared norm: `sqrt(||v||² + c²) - c`.
 pub fn pseudo_huber(norm_sq: f64, c: f64) -> f64 {
     libm::sqrt(norm_sq + c * c) - c
@@ -240,6 +299,8 @@ pub enum TrainingError {
         /// `N`.
         steps_per_segment: u32,
     },
+    /// A loss weighting name other than `snr1` or `sqrt-snr1`.
+    UnknownLossWeight,
 }
 
 impl fmt::Display for TrainingError {
@@ -262,6 +323,7 @@ impl fmt::Display for TrainingError {
                 f,
                 "n_rel {n_rel} out of range 1..={steps_per_segment} teacher steps per segment"
             ),
+            Self::UnknownLossWeight => f.write_str("loss weight must be snr1 or sqrt-snr1"),
         }
     }
 }

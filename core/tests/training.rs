@@ -148,3 +148,41 @@ fn weights_and_pseudo_huber() {
     assert!((pseudo_huber(1e-6, c) - 0.5e-6).abs() < 1e-12);
     assert!((pseudo_huber(1e6, 1e-4) - 1e3).abs() < 1e-3);
 }
+
+#[test]
+fn annealing_runs_over_half_of_training_by_default() {
+    assert_eq!(
+        TeacherAnneal::default_iters(200_000),
+        TeacherAnneal::PAPER.anneal_iters
+    );
+    assert_eq!(TeacherAnneal::default_iters(7), 3);
+    assert_eq!(TeacherAnneal::default_iters(0), 0);
+}
+
+#[test]
+fn loss_weightings_parse_and_weigh() {
+    let s = Schedule::Cosine;
+    for w in LossWeight::ALL {
+        assert_eq!(w.as_str().parse::<LossWeight>(), Ok(w));
+        assert_eq!(format!("{w}"), w.as_str());
+    }
+    assert_eq!(LossWeight::default(), LossWeight::SnrPlusOne);
+    for bad in ["", "snr", "SNR1", "sqrt_snr1", "v"] {
+        assert_eq!(
+            bad.parse::<LossWeight>(),
+            Err(TrainingError::UnknownLossWeight)
+        );
+    }
+    for t in [0.1, 1.0 / 3.0, 0.5, 0.9] {
+        let snr = s.snr(t);
+        assert!((LossWeight::SnrPlusOne.at(&s, t) - (snr + 1.0)).abs() < 1e-9 * (snr + 1.0));
+        assert!((LossWeight::SqrtSnrPlusOne.at(&s, t) - (snr + 1.0).sqrt()).abs() < 1e-9);
+    }
+    let t = 1.0 / 3.0;
+    // sqrt(SNR + 1) ||x_hat - x|| is the v-space distance: v = alpha eps - sigma x,
+    // and at fixed z_t, v_hat - v = -(x_hat - x) / sigma, |1/sigma| = sqrt(SNR + 1).
+    let (alpha, sigma) = (s.alpha_sigma(t).alpha, s.alpha_sigma(t).sigma);
+    let ratio = 1.0 / sigma;
+    assert!((LossWeight::SqrtSnrPlusOne.at(&s, t) - ratio).abs() < 1e-6);
+    assert!((alpha * alpha / (sigma * sigma) - s.snr(t)).abs() < 1e-6);
+}

@@ -319,7 +319,7 @@ impl TrainingMode {
         match self {
             TrainingMode::Diffusion => "diffusion".into(),
             TrainingMode::Consistency(c) => format!(
-                "consistency {} T={} teacher {} steps {}->{} over {} iters, xvar_frac {}, huber_c {}, guidance {}",
+                "consistency {} T={} teacher {} steps {}->{} over {} iters, xvar_frac {}, huber_c {}, loss weight {}, guidance {}",
                 c.mode.as_str(),
                 c.student_steps,
                 c.teacher_sampler.as_str(),
@@ -328,6 +328,7 @@ impl TrainingMode {
                 c.anneal_iters,
                 c.xvar_frac,
                 c.huber_c,
+                c.loss_weight,
                 c.teacher_guidance
             ),
             TrainingMode::Progressive(p) => format!(
@@ -402,6 +403,11 @@ pub struct ConsistencyConfig {
     pub anneal_iters: u64,
     /// `c` of the pseudo-Huber loss (paper 1e-4).
     pub huber_c: f64,
+    /// `w(t)` of the loss (`snr1`, as Algorithm 1 is written, or
+    /// `sqrt-snr1`, the v-space distance). Checkpoints from before this
+    /// setting existed trained with `snr1`.
+    #[serde(default, with = "loss_weight_name")]
+    pub loss_weight: fewstep_core::training::LossWeight,
     /// Guidance scale of the CD teacher (1 = none).
     pub teacher_guidance: f64,
     /// The teacher checkpoint the student started from (and, for CD, the
@@ -516,5 +522,20 @@ impl ProgressiveConfig {
     /// Student steps of stage `stage` (half its teacher's).
     pub fn stage_student_steps(&self, stage: u32) -> u32 {
         (self.start_steps >> (stage + 1).min(31)).max(1)
+    }
+}
+
+/// Stores core's [`fewstep_core::training::LossWeight`] by its name.
+mod loss_weight_name {
+    use fewstep_core::training::LossWeight;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(w: &LossWeight, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(w.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LossWeight, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -29,7 +29,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use fewstep_core::guidance::guide_in_place;
 use fewstep_core::rng::{GaussianStream, UniformStream};
 use fewstep_core::training::{
-    ConsistencyTargetCoeffs, ConsistencyTimes, loss_weight, teacher_step_coeffs, teacher_xvar,
+    ConsistencyTargetCoeffs, ConsistencyTimes, LossWeight, teacher_step_coeffs, teacher_xvar,
     uniform_index,
 };
 use fewstep_core::{Prediction, Schedule};
@@ -310,6 +310,7 @@ pub fn consistency_loss<B: Backend>(
     model: &UNet<B>,
     cfg: &ModelConfig,
     huber_c: f64,
+    weight: LossWeight,
     batch: &ConsistencyBatch,
     dropout_seed: u64,
     device: &B::Device,
@@ -359,7 +360,7 @@ pub fn consistency_loss<B: Backend>(
                 f64::from(batch.z_t[j]),
             ) as f32;
         }
-        w.push(loss_weight(&schedule, tm.t) as f32);
+        w.push(weight.at(&schedule, tm.t) as f32);
     }
     let t: Vec<f64> = batch.times.iter().map(|tm| tm.t).collect();
     let x_hat = x_hat_tensor(pred, &schedule, z_t, out_t, &t, device);
@@ -447,6 +448,7 @@ impl<B: AutodiffBackend> ConsistencyTrainer<B> {
             &tr.model,
             &tr.model_cfg,
             self.ccfg.huber_c,
+            self.ccfg.loss_weight,
             &batch,
             dropout_seed(tr.train.seed, tr.step),
             &tr.device,
@@ -467,6 +469,7 @@ impl<B: AutodiffBackend> ConsistencyTrainer<B> {
                 &tr.model,
                 &tr.model_cfg,
                 self.ccfg.huber_c,
+                self.ccfg.loss_weight,
                 &batch,
                 dropout_seed(seed, b),
                 &tr.device,

@@ -456,7 +456,8 @@ struct ConsistencyArgs {
     /// N1 of the annealed teacher step count (paper 1280).
     #[arg(long, default_value_t = fewstep_core::training::TeacherAnneal::PAPER.end)]
     teacher_steps_end: f64,
-    /// Iterations of the annealing (default: --steps).
+    /// Iterations of the annealing (default: --steps / 2, as the paper:
+    /// 64 -> 1280 over 100k of 200k iterations).
     #[arg(long)]
     anneal_iters: Option<u64>,
     /// A fixed teacher step count instead of the annealing (paper Table 2).
@@ -465,6 +466,10 @@ struct ConsistencyArgs {
     /// c of the pseudo-Huber loss.
     #[arg(long, default_value_t = fewstep_core::training::PAPER_HUBER_C)]
     huber_c: f64,
+    /// w(t) of the loss: snr1 (SNR + 1, as Algorithm 1 is written) or
+    /// sqrt-snr1 (sqrt(SNR + 1): the v-space distance).
+    #[arg(long, default_value_t = fewstep_core::training::LossWeight::default())]
+    loss_weight: fewstep_core::training::LossWeight,
     #[command(flatten)]
     common: DistillArgs,
 }
@@ -525,7 +530,10 @@ fn consistency(a: ConsistencyArgs) -> Result<()> {
         None => (
             a.teacher_steps_start,
             a.teacher_steps_end,
-            a.anneal_iters.unwrap_or(opts.train.steps),
+            a.anneal_iters
+                .unwrap_or(fewstep_core::training::TeacherAnneal::default_iters(
+                    opts.train.steps,
+                )),
         ),
     };
     let ccfg = ConsistencyConfig {
@@ -540,6 +548,7 @@ fn consistency(a: ConsistencyArgs) -> Result<()> {
         teacher_steps_end: end,
         anneal_iters,
         huber_c: a.huber_c,
+        loss_weight: a.loss_weight,
         teacher_guidance: a.common.teacher_guidance,
         init: String::new(),
         init_step: 0,

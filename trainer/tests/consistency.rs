@@ -11,8 +11,8 @@ use fewstep_core::plan::SamplerKind;
 use fewstep_core::rng::GaussianStream;
 use fewstep_core::sampler::{ddim_coeffs, inverse_ddim_coeffs};
 use fewstep_core::training::{
-    ConsistencyTargetCoeffs, ConsistencyTimes, loss_weight, pseudo_huber, teacher_step_coeffs,
-    teacher_xvar,
+    ConsistencyTargetCoeffs, ConsistencyTimes, LossWeight, loss_weight, pseudo_huber,
+    teacher_step_coeffs, teacher_xvar,
 };
 use fewstep_trainer::checkpoint::Checkpoint;
 use fewstep_trainer::config::{
@@ -80,6 +80,7 @@ fn ccfg(mode: ConsistencyMode, t: u32) -> ConsistencyConfig {
         teacher_steps_end: 32.0,
         anneal_iters: 10,
         huber_c: 1e-4,
+        loss_weight: LossWeight::SnrPlusOne,
         teacher_guidance: 1.0,
         init: String::new(),
         init_step: 0,
@@ -140,7 +141,16 @@ fn loss_target_equals_core_scalars_element_by_element() {
             labels.clone(),
         )
         .unwrap();
-        let loss = consistency_loss(&student, &cfg, 1e-4, &batch, 77, &device).unwrap();
+        let loss = consistency_loss(
+            &student,
+            &cfg,
+            1e-4,
+            LossWeight::SnrPlusOne,
+            &batch,
+            77,
+            &device,
+        )
+        .unwrap();
         let per_example = tensor_values(&loss.per_example).unwrap();
         // The same quantities from core's scalar functions and separate
         // network evaluations.
@@ -226,6 +236,23 @@ fn loss_target_equals_core_scalars_element_by_element() {
                 per_example[i]
             );
         }
+        // sqrt-snr1 weighs the same distances by sqrt(SNR + 1) instead.
+        let sqrt = consistency_loss(
+            &student,
+            &cfg,
+            1e-4,
+            LossWeight::SqrtSnrPlusOne,
+            &batch,
+            77,
+            &device,
+        )
+        .unwrap();
+        let sqrt_per_example = tensor_values(&sqrt.per_example).unwrap();
+        for (i, tm) in times.iter().enumerate() {
+            let ratio = f64::from(per_example[i]) / f64::from(sqrt_per_example[i]);
+            let want = loss_weight(&schedule, tm.t).sqrt();
+            assert!(close(ratio, want, 1e-4), "example {i}: {ratio} vs {want}");
+        }
     }
 }
 
@@ -258,7 +285,16 @@ fn ct_with_n_rel_1_targets_the_data_and_z_ref_is_z_s() {
     let mut targets = Vec::new();
     for seed in [1, 2] {
         let model = random_model(&cfg, seed);
-        let loss = consistency_loss(&model, &cfg, 1e-4, &batch, 5, &device).unwrap();
+        let loss = consistency_loss(
+            &model,
+            &cfg,
+            1e-4,
+            LossWeight::SnrPlusOne,
+            &batch,
+            5,
+            &device,
+        )
+        .unwrap();
         let max = loss
             .target
             .iter()
@@ -428,6 +464,19 @@ fn cli_errors_are_one_line() {
     one_line_error(
         &["xvar", "--ckpt", "/nonexistent"],
         "cannot read checkpoint",
+    );
+    one_line_error(
+        &with(&[
+            "--mode",
+            "cd",
+            "--student-steps",
+            "2",
+            "--init",
+            "/x",
+            "--loss-weight",
+            "v",
+        ]),
+        "loss weight must be snr1 or sqrt-snr1",
     );
 }
 
