@@ -420,7 +420,7 @@ fn concurrent_callers_mixing_every_setting_match_a_serial_run() {
         return;
     }
     // Data races: helgrind on 8 threads x 100 generations of the mixed
-    // requests, one thread inside each call (about 10 s). No suppressions:
+    // requests, one thread inside each call. No suppressions:
     // the run must be clean. (With several threads per call a call runs on
     // a rayon pool, whose lock-free crossbeam queues helgrind cannot see
     // through: it then reports hundreds of false races inside
