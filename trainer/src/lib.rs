@@ -7,7 +7,7 @@
 //! format ([`onnx`]). All diffusion math comes from `fewstep-core`.
 //!
 //! Backends: [`CpuTrain`] (ndarray + autodiff) always; `Cuda` with the `cuda`
-//! feature; `Flex` with the `flex` feature.
+//! feature; `Flex` with the `flex` feature; LibTorch with the `tch` feature.
 
 pub mod checkpoint;
 pub mod classifier;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod consistency;
 pub mod data;
 pub mod eval;
+pub mod host_ops;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
@@ -38,3 +39,8 @@ pub type FlexTrain = burn::backend::Autodiff<burn::backend::Flex>;
 /// The CUDA training backend (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub type CudaTrain = burn::backend::Autodiff<burn::backend::Cuda<f32>>;
+
+/// Burn's LibTorch backend on the CPU (feature `tch`): PyTorch's kernels
+/// under Burn's autodiff.
+#[cfg(feature = "tch")]
+pub type TchTrain = burn::backend::Autodiff<burn::backend::LibTorch<f32>>;

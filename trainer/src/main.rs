@@ -123,6 +123,15 @@ macro_rules! on_backend {
             BackendArg::Flex => Err(anyhow::anyhow!(
                 "this build has no flex backend: rebuild with --features flex"
             )),
+            #[cfg(feature = "tch")]
+            BackendArg::Tch => {
+                $($f)::+::<fewstep_trainer::TchTrain>($($arg,)* Default::default())
+            }
+            #[cfg(not(feature = "tch"))]
+            BackendArg::Tch => Err(anyhow::anyhow!(
+                "this build has no LibTorch backend: rebuild with --features tch \
+                 (docs/PERFORMANCE.md says how)"
+            )),
             #[cfg(feature = "cuda")]
             BackendArg::Cuda => {
                 $($f)::+::<fewstep_trainer::CudaTrain>($($arg,)* Default::default())
@@ -169,6 +178,9 @@ enum BackendArg {
     Ndarray,
     /// CUDA (build with `--features cuda`).
     Cuda,
+    /// PyTorch's CPU kernels through Burn's LibTorch backend (build with
+    /// `--features tch`).
+    Tch,
 }
 
 #[derive(Args, Debug)]

@@ -78,17 +78,14 @@ impl<B: Backend> ResBlock<B> {
 
     /// `emb` is `silu(embedding)`, `[N, E]`.
     pub fn forward(&self, x: Tensor<B, 4>, emb: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = conv(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let h = conv(&self.conv1, norm_silu(&self.norm1, x.clone()));
         let [n, c] = {
             let d = h.dims();
             [d[0], d[1]]
         };
         let e = self.emb.forward(emb).reshape([n, c, 1, 1]);
         let h = h + e;
-        let h = conv(
-            &self.conv2,
-            self.dropout.forward(silu(self.norm2.forward(h))),
-        );
+        let h = conv(&self.conv2, self.dropout.forward(norm_silu(&self.norm2, h)));
         let skip = match &self.skip {
             Some(c) => conv(c, x),
             None => x,
@@ -125,7 +122,7 @@ impl<B: Backend> Attention<B> {
         let [n, c, h, w] = x.dims();
         let (heads, l) = (self.heads, h * w);
         let d = c / heads;
-        let xn = self.norm.forward(x.clone());
+        let xn = norm(&self.norm, x.clone());
         let q = conv(&self.q, xn.clone()).reshape([n, heads, d, l]);
         let k = conv(&self.k, xn.clone()).reshape([n, heads, d, l]);
         let v = conv(&self.v, xn).reshape([n, heads, d, l]);
@@ -339,19 +336,24 @@ impl<B: Backend> UNet<B> {
                 h = conv(&self.up_convs[i], upsample_nearest2(h));
             }
         }
-        conv(&self.out_conv, silu(self.out_norm.forward(h)))
+        conv(&self.out_conv, norm_silu(&self.out_norm, h))
     }
 }
 
 /// A convolution with the configured stride and padding.
 ///
-/// On Burn's ndarray backend it is lowered to im2col + matmul: ndarray
-/// computes the direct convolution's gradients with scalar loops that are
-/// orders of magnitude slower, while the lowered form's backward pass is two
-/// matrix products. Every other backend (flex: im2col + gemm kernels forward
-/// and backward, measured 1.2-1.7x faster end to end on the small preset;
-/// CUDA) runs its own convolution. A test checks both give the same network.
+/// On Burn's `flex` CPU backend it runs our own im2col + gemm kernels and
+/// autodiff node ([`crate::host_ops`]): Burn's generic convolution
+/// gradients were half of a training step there. On ndarray it is lowered
+/// to im2col + matmul in Burn's tensor ops: ndarray computes the direct
+/// convolution's gradients with scalar loops that are orders of magnitude
+/// slower. CUDA and LibTorch run their own convolution. `tests/backends.rs`
+/// checks that the paths give the same network and gradients.
 pub fn conv<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let x = match crate::host_ops::try_conv(c, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     if B::name(&x.device()).contains("ndarray") {
         conv_im2col(c, x)
     } else {
@@ -397,6 +399,23 @@ pub fn conv_im2col<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
             .reshape([n, cout, h2, w2]);
     }
     y
+}
+
+/// `silu(norm(x))`: one fused op on `flex` ([`crate::host_ops`]), Burn's
+/// composed GroupNorm and SiLU elsewhere.
+pub fn norm_silu<B: Backend>(n: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    match crate::host_ops::try_group_norm(n, x, true) {
+        Ok(y) => y,
+        Err(x) => silu(n.forward(x)),
+    }
+}
+
+/// `norm(x)`, fused on `flex` like [`norm_silu`].
+pub fn norm<B: Backend>(n: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    match crate::host_ops::try_group_norm(n, x, false) {
+        Ok(y) => y,
+        Err(x) => n.forward(x),
+    }
 }
 
 /// Touches every parameter (forces Burn's lazy initialisation).

@@ -1,0 +1,165 @@
+//! The network's convolutions and GroupNorm (+ SiLU) on Burn's `flex` CPU
+//! backend, through our own kernels on host memory and our own autodiff
+//! nodes.
+//!
+//! Why: a profile of `fewstep-train bench` on `flex` (small preset, batch 16,
+//! docs/PERFORMANCE.md) spent ~55 % of a step in convolution, most of it in
+//! Burn's generic `conv2d_weight_backward` (a 3-D convolution over a
+//! transposed, copied input) and `conv2d_x_backward` (a transposed
+//! convolution); with those replaced, GroupNorm and SiLU, composed of
+//! broadcast element-wise operations through flex's strided iterator, were
+//! the next third. Here a convolution is one matrix product per image
+//! forward and two backward ([`conv`]); GroupNorm + SiLU is one pass forward
+//! and two backward per group ([`group_norm`]); both split the batch over
+//! rayon's threads.
+//!
+//! Dispatch is by type: `Autodiff<Flex>` (training) and `Flex` (EMA
+//! sampling) take these paths; every other backend, and any layer outside
+//! the kernels' reach (groups, dilation, no bias, no affine), goes back to
+//! the caller as `Err(x)`. `trainer/tests/backends.rs` checks the network
+//! and its gradients against the ndarray path; the tests here check each op
+//! against Burn's own on `flex`.
+
+pub mod conv;
+#[cfg(feature = "flex")]
+mod flex;
+pub mod group_norm;
+#[cfg(all(test, feature = "flex"))]
+mod tests;
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use conv::ConvGeom;
+use group_norm::NormGeom;
+
+/// `conv(x)` by the host kernels when the backend and the layer allow it;
+/// otherwise `Err(x)`, unchanged, for the caller's own path.
+pub fn try_conv<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let Some(geom) = conv_geometry(c, &x) else {
+        return Err(x);
+    };
+    #[cfg(feature = "flex")]
+    {
+        flex::conv(c, x, geom)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = geom;
+        Err(x)
+    }
+}
+
+/// `silu(norm(x))` (or `norm(x)` when `silu` is false) by the host kernels
+/// when the backend and the layer allow it; otherwise `Err(x)`.
+pub fn try_group_norm<B: Backend>(
+    norm: &GroupNorm<B>,
+    x: Tensor<B, 4>,
+    silu: bool,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let [n, c, h, w] = x.dims();
+    let geom = NormGeom {
+        n,
+        c,
+        h,
+        w,
+        groups: norm.num_groups,
+        eps: norm.epsilon,
+        silu,
+    };
+    if !norm.affine || norm.num_channels != c || !geom.is_valid() {
+        return Err(x);
+    }
+    #[cfg(feature = "flex")]
+    {
+        flex::group_norm(norm, x, geom)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        Err(x)
+    }
+}
+
+/// The convolution's shape, if the kernels compute it: groups 1, dilation 1,
+/// symmetric explicit (or no) padding, a bias, a kernel that fits.
+fn conv_geometry<B: Backend>(c: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<ConvGeom> {
+    if c.groups != 1 || c.dilation != [1, 1] || c.bias.is_none() {
+        return None;
+    }
+    let pad = match c.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        _ => return None,
+    };
+    let [n, cin, h, w] = x.dims();
+    let [cout, wcin, kh, kw] = c.weight.dims();
+    let geom = ConvGeom {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        kh,
+        kw,
+        stride: c.stride,
+        pad,
+    };
+    (wcin == cin && geom.is_valid()).then_some(geom)
+}
+
+/// A float primitive's values (row-major) as `f32`.
+fn host<B: Backend, const D: usize>(t: B::FloatTensorPrimitive) -> Vec<f32> {
+    Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t))
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_else(|e| unreachable!("a converted f32 tensor reads as f32: {e:?}"))
+}
+
+/// Values back into a float primitive of shape `shape` on `device`.
+fn to_device<B: Backend, const D: usize>(
+    v: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> B::FloatTensorPrimitive {
+    Tensor::<B, D>::from_data(TensorData::new(v, shape), device)
+        .into_primitive()
+        .tensor()
+}
+
+/// The convolution's forward pass on backend `B`'s float primitives.
+fn conv_forward<B: Backend>(
+    g: &ConvGeom,
+    x: B::FloatTensorPrimitive,
+    w: B::FloatTensorPrimitive,
+    b: B::FloatTensorPrimitive,
+) -> B::FloatTensorPrimitive {
+    let dev = B::float_device(&x);
+    let y = conv::forward(
+        g,
+        &host::<B, 4>(x),
+        &host::<B, 4>(w),
+        Some(&host::<B, 1>(b)),
+    );
+    to_device::<B, 4>(y, [g.n, g.cout, g.ho(), g.wo()], &dev)
+}
+
+/// GroupNorm (+ SiLU) forward on backend `B`'s float primitives.
+fn group_norm_forward<B: Backend>(
+    g: &NormGeom,
+    x: B::FloatTensorPrimitive,
+    gamma: B::FloatTensorPrimitive,
+    beta: B::FloatTensorPrimitive,
+) -> B::FloatTensorPrimitive {
+    let dev = B::float_device(&x);
+    let y = group_norm::forward(
+        g,
+        &host::<B, 4>(x),
+        &host::<B, 1>(gamma),
+        &host::<B, 1>(beta),
+    );
+    to_device::<B, 4>(y, g.dims(), &dev)
+}
