@@ -391,21 +391,22 @@ fn concurrent_callers_mixing_every_setting_match_a_serial_run() {
     let cond = dir.join("cond-conc.onnx");
     std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
     std::fs::write(&cond, tiny_model(2, 3)).expect("write model");
-    // Its matrix products are large enough to be split across threads.
-    let shipped = repo().join("examples/models/fmnist-cd4.onnx");
+    // The previously shipped model (45 k parameters): its matrix products
+    // are large enough to be split across threads, and 300 calls stay cheap.
+    let tiny_cd4 = repo().join("runtime/tests/data/fmnist-tiny-cd4.onnx");
     let [stat, dynamic] = build(
         &repo().join("ffi/tests/c/concurrency.c"),
         "concurrency",
         dir,
     );
-    // The independent test's case (issue 19): 6 threads on the shipped
+    // The independent test's case (issue 19): 6 threads on that
     // model, thread counts 0, 1, 2, 3 by turns, batches 1-4, RGB8 and f32,
     // labels, guidance, progress callbacks and cancellations. With shared
     // pools 2-6 of these 300 calls panicked, in every run; the shared
     // library runs fewer (the same code, linked differently).
     for (exe, generations) in [(&stat, 50), (&dynamic, 20)] {
         let log = run(Command::new(exe)
-            .arg(&shipped)
+            .arg(&tiny_cd4)
             .args(["6", &generations.to_string(), "mix"]));
         assert!(log.contains("threads per call: mixed"), "{log}");
         assert_all_identical(&log, 6 * generations);

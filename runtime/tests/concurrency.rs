@@ -144,8 +144,10 @@ impl Mixed {
     }
 }
 
-/// The shipped model (its matrix products are large enough to be split
-/// across threads, unlike the Gaussian test models'), shared by 6 threads
+/// The previously shipped 4-step Fashion-MNIST model (tests/data; its
+/// matrix products are large enough to be split across threads, unlike the
+/// Gaussian test models', and it is 45 k parameters, so hundreds of calls
+/// stay cheap), shared by 6 threads
 /// running every mix of settings at once, twice: each result is bit-identical to
 /// the same request run alone. Before pools were leased per call, 4-11 % of
 /// such calls panicked inside tract ("RefCell already borrowed", issue 19).
@@ -154,8 +156,8 @@ fn six_callers_mixing_every_setting_match_a_serial_run() {
     const CALLERS: usize = 6;
     const PER_CALLER: usize = 24;
     let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/fmnist-cd4.onnx");
-    let bytes = std::fs::read(path).expect("the shipped model");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fmnist-tiny-cd4.onnx");
+    let bytes = std::fs::read(path).expect("the test model");
     let model = Model::from_bytes(&bytes).expect("loads");
     let serial: Vec<_> = (0..PER_CALLER)
         .map(|g| Mixed::of(g).run(&model, 900 + g as u64))

@@ -51,7 +51,11 @@ impl NormGeom {
 
     /// Whether these kernels compute it.
     pub fn is_valid(&self) -> bool {
-        self.n > 0 && self.c > 0 && self.l() > 0 && self.groups > 0 && self.c.is_multiple_of(self.groups)
+        self.n > 0
+            && self.c > 0
+            && self.l() > 0
+            && self.groups > 0
+            && self.c.is_multiple_of(self.groups)
     }
 }
 
