@@ -141,6 +141,19 @@ pub fn uniform_index(u: f64, n: u32) -> u32 {
     (i as u32).min(n - 1)
 }
 
+/// The class label one training example is trained on: the null label
+/// (index `num_classes`) with probability `dropout` (`drop_u` uniform in
+/// `[0, 1)`: dropped when `drop_u < dropout`), so the model also learns the
+/// unconditional output classifier-free guidance needs; the null label too
+/// for a label outside `0..num_classes`.
+pub fn training_label(label: usize, num_classes: usize, drop_u: f64, dropout: f64) -> usize {
+    if drop_u < dropout || label >= num_classes {
+        num_classes
+    } else {
+        label
+    }
+}
+
 /// The loss weight `w(t) = SNR(t) + 1` (with a v- or x-loss this is the
 /// v-loss weighting of the paper).
 pub fn loss_weight(schedule: &Schedule, t: f64) -> f64 {

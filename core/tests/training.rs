@@ -186,3 +186,21 @@ fn loss_weightings_parse_and_weigh() {
     assert!((LossWeight::SqrtSnrPlusOne.at(&s, t) - ratio).abs() < 1e-6);
     assert!((alpha * alpha / (sigma * sigma) - s.snr(t)).abs() < 1e-6);
 }
+
+#[test]
+fn training_label_drops_to_the_null_label_at_the_dropout_rate() {
+    use fewstep_core::training::training_label;
+    // Kept below the rate's threshold, dropped at or above it.
+    assert_eq!(training_label(3, 10, 0.5, 0.1), 3);
+    assert_eq!(training_label(3, 10, 0.05, 0.1), 10);
+    assert_eq!(training_label(3, 10, 0.1, 0.1), 3);
+    // No dropout: every valid label is kept; a label out of range is the null one.
+    assert_eq!(training_label(9, 10, 0.0, 0.0), 9);
+    assert_eq!(training_label(10, 10, 0.9, 0.0), 10);
+    assert_eq!(training_label(42, 10, 0.9, 0.1), 10);
+    // Over many uniform draws, the dropped share is the rate.
+    let dropped = (0..10_000)
+        .filter(|i| training_label(1, 10, (f64::from(*i) + 0.5) / 10_000.0, 0.25) == 10)
+        .count();
+    assert_eq!(dropped, 2_500);
+}

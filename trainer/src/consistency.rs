@@ -30,7 +30,7 @@ use fewstep_core::guidance::guide_in_place;
 use fewstep_core::rng::{GaussianStream, UniformStream};
 use fewstep_core::training::{
     ConsistencyTargetCoeffs, ConsistencyTimes, LossWeight, teacher_step_coeffs, teacher_xvar,
-    uniform_index,
+    training_label, uniform_index,
 };
 use fewstep_core::{Prediction, Schedule};
 
@@ -247,12 +247,7 @@ impl ConsistencyBatch {
                     .map_err(|e| anyhow!("{e}"))?,
             );
             if k > 0 {
-                let label = data.labels[i] as usize;
-                let label = if drop < label_dropout || label >= k {
-                    k
-                } else {
-                    label
-                };
+                let label = training_label(data.labels[i] as usize, k, drop, label_dropout);
                 labels.push(label as i64);
             }
         }

@@ -20,7 +20,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use fewstep_core::rng::GaussianStream;
 use fewstep_core::sampler::inverse_ddim_coeffs;
-use fewstep_core::training::{loss_weight, uniform_index};
+use fewstep_core::training::{loss_weight, training_label, uniform_index};
 use std::path::{Path, PathBuf};
 
 /// Seed offset of the per-step Gaussian noise of progressive runs.
@@ -142,12 +142,8 @@ impl<B: AutodiffBackend> ProgressiveTrainer<B> {
             u.push((2.0 * f64::from(idx) - 1.0) / (2.0 * big_n));
             s.push(f64::from(idx - 1) / big_n);
             if k > 0 {
-                let label = data.labels[i] as usize;
-                let label = if drop < tr.train.label_dropout || label >= k {
-                    k
-                } else {
-                    label
-                };
+                let label =
+                    training_label(data.labels[i] as usize, k, drop, tr.train.label_dropout);
                 labels.push(label as i64);
             }
         }

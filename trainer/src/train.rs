@@ -19,7 +19,7 @@ use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use fewstep_core::rng::{GaussianStream, UniformStream};
-use fewstep_core::training::{loss_weight, uniform_index};
+use fewstep_core::training::{loss_weight, training_label, uniform_index};
 use fewstep_core::{Prediction, Schedule};
 
 /// Burn's CPU backends keep one global RNG (weight init, dropout masks).
@@ -119,12 +119,7 @@ pub fn draw_batch(
         let drop = choices.next_f64();
         out.x.extend_from_slice(data.image(i));
         if k > 0 {
-            let label = data.labels[i] as usize;
-            let label = if drop < train.label_dropout || label >= k {
-                k
-            } else {
-                label
-            };
+            let label = training_label(data.labels[i] as usize, k, drop, train.label_dropout);
             out.labels.push(label as i64);
         }
         let [alpha, sigma, cx, ce, co, w] = diff_coeffs(pred, &schedule, t);
