@@ -405,9 +405,10 @@ fn concurrent_callers_mixing_every_setting_match_a_serial_run() {
     // pools 2-6 of these 300 calls panicked, in every run; the shared
     // library runs fewer (the same code, linked differently).
     for (exe, generations) in [(&stat, 50), (&dynamic, 20)] {
-        let log = run(Command::new(exe)
-            .arg(&tiny_cd4)
-            .args(["6", &generations.to_string(), "mix"]));
+        let log =
+            run(Command::new(exe)
+                .arg(&tiny_cd4)
+                .args(["6", &generations.to_string(), "mix"]));
         assert!(log.contains("threads per call: mixed"), "{log}");
         assert_all_identical(&log, 6 * generations);
         // Tiny models, 8 threads x 100: unconditional and conditional.
