@@ -377,6 +377,21 @@ pub fn backward(
     (want_dx.then_some(dx), dw, db)
 }
 
+/// `len` deterministic values in `[-scale, scale]` (xorshift) for the
+/// kernels' tests.
+#[cfg(test)]
+pub(super) fn test_values(len: usize, seed: u32, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            ((s % 2001) as f32 / 1000.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,16 +429,9 @@ mod tests {
         y
     }
 
+    /// Values in [-1, 1].
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
+        test_values(len, seed, 1.0)
     }
 
     fn geoms() -> Vec<ConvGeom> {

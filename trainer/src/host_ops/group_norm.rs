@@ -197,16 +197,9 @@ pub fn backward(
 mod tests {
     use super::*;
 
+    /// Values in [-2, 2].
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(7);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 500.0 - 2.0
-            })
-            .collect()
+        super::super::conv::test_values(len, seed, 2.0)
     }
 
     /// `<dy, forward(x)>` in f64 for finite differences.
