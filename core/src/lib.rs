@@ -10,6 +10,7 @@
 //! | [`schedule`] | `cosine`, `shifted_cosine:<f>`, `interpolated_cosine:<lo>:<hi>`; `logsnr`, `alpha_sigma`, `snr` |
 //! | [`prediction`] | `x` / `eps` / `v` outputs to `x_hat` and back |
 //! | [`sampler`] | `ddim_step`, `inverse_ddim`, `addim_step` (analytic or tabled `xvar`) |
+//! | [`drive`] | the one sampling loop: guidance, `x_hat`, clipping, img2img / inpainting, progress, DDIM / aDDIM; [`Conditioning`] |
 //! | [`plan`] | Algorithm 2 / 3 sampling plans as `(t, s)` iterators |
 //! | [`training`] | Algorithm 1: teacher-step annealing, times, weights, pseudo-Huber, target |
 //! | [`guidance`] | classifier-free guidance |
@@ -21,28 +22,47 @@
 //!
 //! ## Sampling a multistep consistency model (Algorithm 2)
 //!
+//! [`drive`] runs the plan; the caller wraps its network (here a stand-in
+//! v-prediction of zero) and owns the buffers.
+//!
 //! ```
-//! use fewstep_core::{Prediction, Schedule, SamplingPlan, ddim_step, rng::batch_noise};
+//! use fewstep_core::drive::{Flow, Sampling, Workspace};
+//! use fewstep_core::{Conditioning, Prediction, Schedule, SamplingPlan, XVar, drive, rng::batch_noise};
 //!
 //! let schedule: Schedule = "cosine".parse()?;
-//! let (batch, d) = (2, 3 * 8 * 8);
-//! let mut z = vec![0.0f32; batch * d];
-//! batch_noise(42, 0, d, &mut z); // image i of seed 42, whatever the batch
-//! let plan = SamplingPlan::multistep_consistency(4)?;
-//! let mut out = vec![0.0f32; z.len()];
-//! for step in plan.iter() {
-//!     let (at, as_) = (schedule.alpha_sigma(step.t), schedule.alpha_sigma(step.s));
-//!     // `out` = network(z, t): here a stand-in v-prediction of zero.
-//!     out.iter_mut().for_each(|o| *o = 0.0);
-//!     Prediction::V.output_to_x_hat(&z, &mut out, at)?; // out now holds x_hat
-//!     ddim_step(&mut z, &out, at, as_)?;
-//! }
+//! let sampling = Sampling {
+//!     schedule: &schedule,
+//!     prediction: Prediction::V,
+//!     plan: SamplingPlan::multistep_consistency(4)?,
+//!     xvar: XVar::Analytic,
+//!     image_len: 3 * 8 * 8,
+//!     num_classes: 0,
+//!     conditioning: Conditioning::None,
+//!     guidance: 1.0,
+//!     clip: None,
+//!     edit: None,
+//! };
+//! let lens = sampling.buffer_lens(2);
+//! let mut z = vec![0.0f32; lens.z];
+//! batch_noise(42, 0, sampling.image_len, &mut z); // image i of seed 42, whatever the batch
+//! let mut out = vec![0.0f32; lens.out];
+//! let mut network = |_z: &[f32], _t: f64, _labels: Option<&[i64]>, out: &mut [f32]| {
+//!     out.fill(0.0);
+//!     Ok::<(), ()>(())
+//! };
+//! let ws = &mut Workspace { z: &mut z, out: &mut out, net_in: &mut [], labels: &mut [] };
+//! drive(&sampling, ws, &mut network, |report| {
+//!     println!("step {}/{}", report.step, report.steps);
+//!     Flow::Continue
+//! })
+//! .map_err(|e| format!("{e:?}"))?;
 //! assert!(z.iter().all(|v| v.is_finite()));
 //! # Ok::<(), Box<dyn core::error::Error>>(())
 //! ```
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod drive;
 pub mod f16;
 pub mod format;
 pub mod guidance;
@@ -53,6 +73,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod training;
 
+pub use drive::{Conditioning, Network, drive};
 pub use plan::{PlanError, SamplerChoice, SamplerKind, SamplingPlan, Step, StudentSteps};
 pub use prediction::Prediction;
 pub use sampler::{XVar, addim_step, ddim_step, inverse_ddim};

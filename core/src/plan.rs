@@ -76,6 +76,30 @@ pub enum SamplerChoice {
     Addim,
 }
 
+impl SamplerChoice {
+    /// Every choice, in the order CLIs list them.
+    pub const ALL: [SamplerChoice; 3] = [
+        SamplerChoice::Auto,
+        SamplerChoice::Ddim,
+        SamplerChoice::Addim,
+    ];
+
+    /// `auto`, `ddim` or `addim`: the one spelling every CLI and the C layer use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplerChoice::Auto => "auto",
+            SamplerChoice::Ddim => "ddim",
+            SamplerChoice::Addim => "addim",
+        }
+    }
+}
+
+impl fmt::Display for SamplerChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for SamplerChoice {
     type Err = PlanError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -99,11 +123,15 @@ pub struct Step {
     pub s: f64,
 }
 
-/// A validated plan: `steps` uniform steps from `t = 1` to `t = 0` with one
-/// sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A validated plan: `steps` uniform steps from a start time to `t = 0` with
+/// one sampler. Step `k` (counting down from `steps`) starts at
+/// `t = scale * k / grid`: a plain plan has `grid = steps`, `scale = 1` and
+/// starts at `t = 1`; an edit ([`SamplingPlan::with_strength`]) starts lower.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingPlan {
     steps: u32,
+    grid: u32,
+    scale: f64,
     sampler: SamplerKind,
 }
 
@@ -119,7 +147,52 @@ impl SamplingPlan {
         if steps == 0 {
             return Err(PlanError::ZeroSteps);
         }
-        Ok(Self { steps, sampler })
+        Ok(Self {
+            steps,
+            grid: steps,
+            scale: 1.0,
+            sampler,
+        })
+    }
+
+    /// The same plan started part-way, for image editing (img2img): strength
+    /// `s` in `(0, 1]` is how much of the path from noise to data is walked.
+    ///
+    /// - A multistep consistency model (`T >= 1`) may only start on one of its
+    ///   segment boundaries: it starts at `k / T` with `k = ceil(s T)` and
+    ///   takes `k` of its `T` steps (so never 0 steps for `s > 0`).
+    /// - A diffusion model starts at `t = s` and spreads this plan's steps
+    ///   uniformly over `[0, s]`.
+    ///
+    /// `s = 1` returns the plan unchanged.
+    pub fn with_strength(self, model: StudentSteps, strength: f64) -> Result<Self, PlanError> {
+        if !(strength > 0.0 && strength <= 1.0) {
+            return Err(PlanError::BadStrength);
+        }
+        if strength == 1.0 {
+            return Ok(self);
+        }
+        if model.is_diffusion() {
+            Ok(Self {
+                scale: strength,
+                ..self
+            })
+        } else {
+            let trained = model.0;
+            // A tolerance so that e.g. 0.3 * 10 = 3.0000000000000004 is 3 steps.
+            let k = libm::ceil(strength * f64::from(trained) - 1e-9).clamp(1.0, f64::from(trained));
+            Ok(Self {
+                steps: k as u32,
+                grid: trained,
+                scale: 1.0,
+                sampler: self.sampler,
+            })
+        }
+    }
+
+    /// The time the plan starts from (1 for a plain plan).
+    pub fn start_time(&self) -> f64 {
+        self.scale * f64::from(self.steps) / f64::from(self.grid)
     }
 
     /// Resolves a caller's request against a model: a consistency model
@@ -172,6 +245,8 @@ impl SamplingPlan {
     pub fn iter(&self) -> PlanIter {
         PlanIter {
             steps: self.steps,
+            grid: self.grid,
+            scale: self.scale,
             next: 0,
         }
     }
@@ -189,6 +264,8 @@ impl IntoIterator for &SamplingPlan {
 #[derive(Debug, Clone)]
 pub struct PlanIter {
     steps: u32,
+    grid: u32,
+    scale: f64,
     next: u32,
 }
 
@@ -199,11 +276,11 @@ impl Iterator for PlanIter {
             return None;
         }
         let k = self.steps - self.next;
-        let n = f64::from(self.steps);
+        let n = f64::from(self.grid);
         let step = Step {
             index: self.next,
-            t: f64::from(k) / n,
-            s: f64::from(k - 1) / n,
+            t: self.scale * (f64::from(k) / n),
+            s: self.scale * (f64::from(k - 1) / n),
         };
         self.next += 1;
         Some(step)
@@ -231,6 +308,8 @@ pub enum PlanError {
     },
     /// Not `auto`, `ddim` or `addim`.
     UnknownSampler,
+    /// An img2img strength outside `(0, 1]` (or not a number).
+    BadStrength,
 }
 
 impl fmt::Display for PlanError {
@@ -242,6 +321,9 @@ impl fmt::Display for PlanError {
                 "this multistep consistency model was trained for {trained} steps; {requested} steps were requested"
             ),
             Self::UnknownSampler => f.write_str("unknown sampler (expected auto, ddim or addim)"),
+            Self::BadStrength => f.write_str(
+                "strength must be in (0, 1]: the share of the path from noise to data to walk",
+            ),
         }
     }
 }

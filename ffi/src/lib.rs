@@ -206,7 +206,12 @@ impl From<GenerateError> for Failure {
             | GenerateError::NoModel
             | GenerateError::NoiseShape { .. }
             | GenerateError::NoiseNotFinite
-            | GenerateError::BadGuidance(_) => FEWSTEP_ERROR_INVALID_ARGUMENT,
+            | GenerateError::BadGuidance(_)
+            | GenerateError::EditShape { .. }
+            | GenerateError::InitNotFinite
+            | GenerateError::MaskValue { .. }
+            | GenerateError::MaskWithoutInit
+            | GenerateError::StrengthWithoutInit => FEWSTEP_ERROR_INVALID_ARGUMENT,
             GenerateError::LabelCount { .. }
             | GenerateError::LabelOutOfRange { .. }
             | GenerateError::Unconditional { .. } => FEWSTEP_ERROR_LABEL,

@@ -185,6 +185,39 @@ pub enum GenerateError {
     /// A thread pool could not be created.
     #[error("cannot create a thread pool: {0}")]
     ThreadPool(String),
+    /// An init image or mask whose size fits neither the batch nor one image.
+    #[error(
+        "{what} has {actual} values; expected {} (batch {batch} × {image_len} values) or {image_len} (one image for all){}",
+        batch * image_len,
+        plane.map(|p| format!(", or {} or {p} (one H*W plane per image, or for all)", batch * p)).unwrap_or_default()
+    )]
+    EditShape {
+        /// `init image` or `mask`.
+        what: &'static str,
+        /// Values given.
+        actual: usize,
+        /// Images in the batch.
+        batch: usize,
+        /// Values per image (`C*H*W`).
+        image_len: usize,
+        /// `H*W`, for a mask.
+        plane: Option<usize>,
+    },
+    /// The init image holds NaN or infinity.
+    #[error("the init image contains NaN or infinite values")]
+    InitNotFinite,
+    /// A mask value outside `[0, 1]`.
+    #[error("mask value {index} is outside [0, 1] (1 = generate, 0 = keep)")]
+    MaskValue {
+        /// Index of the first bad value (after broadcasting).
+        index: usize,
+    },
+    /// A mask without an init image.
+    #[error("a mask needs an init image: the mask says which of its pixels to keep")]
+    MaskWithoutInit,
+    /// A strength other than 1 without an init image.
+    #[error("strength needs an init image to start from")]
+    StrengthWithoutInit,
     /// A buffer length disagreed with the model (an internal invariant).
     #[error("internal buffer mismatch: {0}")]
     Length(#[from] fewstep_core::LengthMismatch),
@@ -204,6 +237,14 @@ pub enum IoError {
     /// A `.npy` file this reader does not accept.
     #[error("{path}: {reason}")]
     Npy {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An init image or mask that does not fit the model.
+    #[error("{path}: {reason}")]
+    Input {
         /// The path.
         path: PathBuf,
         /// What is wrong.

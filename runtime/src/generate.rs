@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fewstep_core::{SamplerChoice, SamplerKind, SamplingPlan, XVar, addim_step, ddim_step};
+use fewstep_core::drive::{
+    Conditioning, ConditioningError, DriveError, Edit, Finished, Flow, Sampling, Workspace, drive,
+};
+use fewstep_core::{LengthMismatch, SamplerChoice, SamplingPlan, XVar};
 
 use crate::error::GenerateError;
 use crate::exec::{Execution, Runner};
@@ -79,6 +82,9 @@ pub struct GenerateRequest<'a> {
     progress: Option<ProgressFn<'a>>,
     cancel: Option<CancelToken>,
     memory_budget: Option<u64>,
+    init: Option<Vec<f32>>,
+    strength: f64,
+    mask: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for GenerateRequest<'_> {
@@ -94,6 +100,9 @@ impl std::fmt::Debug for GenerateRequest<'_> {
             .field("threads", &self.threads)
             .field("execution", &self.execution)
             .field("memory_budget", &self.memory_budget)
+            .field("init", &self.init.as_ref().map(Vec::len))
+            .field("strength", &self.strength)
+            .field("mask", &self.mask.as_ref().map(Vec::len))
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +132,9 @@ impl<'a> GenerateRequest<'a> {
             progress: None,
             cancel: None,
             memory_budget: None,
+            init: None,
+            strength: 1.0,
+            mask: None,
         }
     }
 
@@ -204,6 +216,32 @@ impl<'a> GenerateRequest<'a> {
     /// flagged partial.
     pub fn cancel(mut self, token: CancelToken) -> Self {
         self.cancel = Some(token);
+        self
+    }
+
+    /// Image editing: start from this image instead of pure noise
+    /// (`[N,C,H,W]` or one `[C,H,W]` image for the whole batch, in the
+    /// model's data range). With [`Self::strength`] below 1 it is img2img;
+    /// with [`Self::mask`] it is inpainting.
+    pub fn init(mut self, image: Vec<f32>) -> Self {
+        self.init = Some(image);
+        self
+    }
+    /// img2img strength `s` in `(0, 1]`: how much of the path from noise to
+    /// data is walked again (default 1: all of it, the init image only
+    /// matters under a mask). A multistep consistency model with `T` steps
+    /// starts at its segment boundary `ceil(s T) / T`; a diffusion model
+    /// starts at `t = s` with the requested steps spread over `[0, s]`.
+    /// Needs [`Self::init`].
+    pub fn strength(mut self, s: f64) -> Self {
+        self.strength = s;
+        self
+    }
+    /// Inpainting mask, values in `[0, 1]`: 1 = generate, 0 = keep the init
+    /// image (exactly, in the output). `[N,C,H,W]`, `[C,H,W]`, `[N,H,W]` or
+    /// `[H,W]` (broadcast over the batch and channels). Needs [`Self::init`].
+    pub fn mask(mut self, mask: Vec<f32>) -> Self {
+        self.mask = Some(mask);
         self
     }
 
@@ -300,128 +338,176 @@ impl Model {
             }
         };
 
-        // Labels (one per image) and guidance.
-        let k = meta.num_classes;
-        if !req.guidance.is_finite() {
-            return Err(GenerateError::BadGuidance(req.guidance));
-        }
-        let guided = req.guidance != 1.0;
-        let labels: Option<Vec<i64>> = if k == 0 {
-            if req.labels.is_some() {
-                return Err(GenerateError::Unconditional { what: "labels" });
-            }
-            if guided {
-                return Err(GenerateError::Unconditional { what: "guidance" });
-            }
-            None
-        } else {
-            // Classes are 0..k. The null label k (the unconditional model
-            // that guidance uses) is not a class: a request without labels
-            // gets it, so there is one way to ask for unconditional samples.
-            let given = match req.labels.take() {
-                Some(given) => {
-                    if let Some(&bad) = given.iter().find(|&&l| l < 0 || l >= i64::from(k)) {
-                        return Err(GenerateError::LabelOutOfRange {
-                            label: bad,
-                            num_classes: k,
-                        });
-                    }
-                    given
+        // The init image and mask (img2img / inpainting), broadcast to the
+        // batch, and the plan started part-way.
+        let img = meta.image;
+        let plane = img.height as usize * img.width as usize;
+        let init = match req.init.take() {
+            Some(init) => Some(broadcast(init, batch, d, d, "init image")?),
+            None => {
+                if req.mask.is_some() {
+                    return Err(GenerateError::MaskWithoutInit);
                 }
-                None => vec![i64::from(k)],
-            };
-            let per_image = match given.len() {
-                1 => vec![given[0]; batch],
-                n if n == batch => given,
-                n => return Err(GenerateError::LabelCount { actual: n, batch }),
-            };
-            if guided {
-                // cond rows then null-label rows: one batched forward of 2N.
-                let mut both = per_image;
-                both.extend(std::iter::repeat_n(i64::from(k), batch));
-                Some(both)
-            } else {
-                Some(per_image)
+                if req.strength != 1.0 {
+                    return Err(GenerateError::StrengthWithoutInit);
+                }
+                None
             }
         };
-        let rows = if guided { 2 * batch } else { batch };
+        let mask = match req.mask.take() {
+            Some(mask) => Some(broadcast(mask, batch, d, plane, "mask")?),
+            None => None,
+        };
+        let plan = plan.with_strength(meta.student_steps, req.strength)?;
+
+        let conditioning = match req.labels.as_deref() {
+            None => Conditioning::None,
+            Some([one]) => Conditioning::Label(*one),
+            Some(many) => Conditioning::PerImage(many),
+        };
+        let sampling = Sampling {
+            schedule: &meta.schedule,
+            prediction: meta.prediction,
+            plan,
+            xvar: match &meta.addim_xvar {
+                Some(table) => XVar::Table(table),
+                None => XVar::Analytic,
+            },
+            image_len: d,
+            num_classes: meta.num_classes,
+            conditioning,
+            guidance: req.guidance,
+            clip: req.clip.then_some(meta.data_range),
+            edit: init.as_deref().map(|init| Edit {
+                init,
+                mask: mask.as_deref(),
+            }),
+        };
+        // Labels and guidance are checked before any thread pool is leased.
+        sampling
+            .conditioning
+            .check(meta.num_classes, batch, req.guidance)
+            .map_err(|e| conditioning_error(e, req.guidance))?;
+        let lens = sampling.buffer_lens(batch);
+        let mut out = vec![0f32; lens.out];
+        let mut net_in = vec![0f32; lens.net_in];
+        let mut label_rows = vec![0i64; lens.labels];
 
         let mut runner = Runner::new(self, req.execution, threads)?;
-
-        let xvar = match &meta.addim_xvar {
-            Some(table) => XVar::Table(table),
-            None => XVar::Analytic,
-        };
-        let mut net_in = vec![0f32; if guided { rows * d } else { 0 }];
-        let mut out = vec![0f32; rows * d];
-        let steps = plan.steps();
         if req.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(GenerateError::Cancelled);
         }
-        for step in plan.iter() {
-            let done = step.index + 1;
-            let at = meta.schedule.alpha_sigma(step.t);
-            let as_ = meta.schedule.alpha_sigma(step.s);
-            let t32 = step.t as f32;
-            if guided {
-                net_in[..batch * d].copy_from_slice(&z);
-                net_in[batch * d..].copy_from_slice(&z);
-                runner.forward(&net_in, t32, labels.as_deref(), rows, &mut out)?;
-            } else {
-                runner.forward(&z, t32, labels.as_deref(), rows, &mut out)?;
-            }
-            if out.iter().any(|v| !v.is_finite()) {
-                return Err(GenerateError::NonFinite {
-                    step: done,
-                    t: step.t,
-                });
-            }
-            if guided {
-                let (cond, uncond) = out.split_at_mut(batch * d);
-                fewstep_core::guidance::guide_in_place(cond, uncond, req.guidance)?;
-            }
-            let x_hat = &mut out[..batch * d];
-            meta.prediction.output_to_x_hat(&z, x_hat, at)?;
-            if req.clip {
-                for v in x_hat.iter_mut() {
-                    *v = meta.data_range.clamp(*v);
+        let mut network = |z: &[f32], t: f64, labels: Option<&[i64]>, out: &mut [f32]| {
+            runner.forward(z, t as f32, labels, z.len() / d, out)
+        };
+        let mut progress = req.progress.take();
+        let cancel = req.cancel.take();
+        let finished = drive(
+            &sampling,
+            &mut Workspace {
+                z: &mut z,
+                out: &mut out,
+                net_in: &mut net_in,
+                labels: &mut label_rows,
+            },
+            &mut network,
+            |r| {
+                if let Some(cb) = progress.as_mut() {
+                    cb(&Progress {
+                        step: r.step,
+                        steps: r.steps,
+                        t: r.t,
+                        s: r.s,
+                        x_hat: r.x_hat,
+                    });
                 }
-            }
-            if let Some(cb) = req.progress.as_mut() {
-                cb(&Progress {
-                    step: done,
-                    steps,
-                    t: step.t,
-                    s: step.s,
-                    x_hat,
-                });
-            }
-            let last = done == steps;
-            if !last && req.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-                out.truncate(batch * d);
-                return Ok(Images::new(
-                    out,
-                    batch,
-                    meta.image,
-                    meta.data_range,
-                    true,
-                    done,
-                ));
-            }
-            match plan.sampler() {
-                SamplerKind::Ddim => ddim_step(&mut z, x_hat, at, as_)?,
-                SamplerKind::Addim => {
-                    addim_step(&mut z, x_hat, d, at, as_, xvar.at(&meta.schedule, step.t))?
+                if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
                 }
-            }
-        }
+            },
+        )
+        .map_err(|e| drive_error(e, req.guidance))?;
+        let (partial, done) = match finished {
+            Finished::Complete => (false, plan.steps()),
+            Finished::Stopped { steps_done } => (true, steps_done),
+        };
         Ok(Images::new(
             z,
             batch,
             meta.image,
             meta.data_range,
-            false,
-            steps,
+            partial,
+            done,
         ))
+    }
+}
+
+/// Expands an init image or mask to `batch * d` values: it may hold the
+/// whole batch (`batch * d`), one image for all (`d`), or — for a mask
+/// (`plane < d`) — one `H*W` plane per image or for all, repeated over the
+/// channels.
+fn broadcast(
+    values: Vec<f32>,
+    batch: usize,
+    d: usize,
+    plane: usize,
+    what: &'static str,
+) -> Result<Vec<f32>, GenerateError> {
+    let n = values.len();
+    if n == batch * d {
+        return Ok(values);
+    }
+    let per_image = |v: &[f32]| -> Vec<f32> {
+        if v.len() == d {
+            v.to_vec()
+        } else {
+            v.iter().copied().cycle().take(d).collect()
+        }
+    };
+    if n == d || n == plane {
+        let one = per_image(&values);
+        return Ok(one.repeat(batch));
+    }
+    if plane < d && n == batch * plane {
+        return Ok(values.chunks_exact(plane).flat_map(per_image).collect());
+    }
+    Err(GenerateError::EditShape {
+        what,
+        actual: n,
+        batch,
+        image_len: d,
+        plane: (plane < d).then_some(plane),
+    })
+}
+
+fn conditioning_error(e: ConditioningError, guidance: f32) -> GenerateError {
+    match e {
+        ConditioningError::Unconditional { what } => GenerateError::Unconditional { what },
+        ConditioningError::LabelOutOfRange { label, num_classes } => {
+            GenerateError::LabelOutOfRange { label, num_classes }
+        }
+        ConditioningError::LabelCount { actual, batch } => {
+            GenerateError::LabelCount { actual, batch }
+        }
+        ConditioningError::BadGuidance => GenerateError::BadGuidance(guidance),
+        ConditioningError::RowBuffer { expected, actual } => {
+            GenerateError::Length(LengthMismatch { expected, actual })
+        }
+    }
+}
+
+fn drive_error(e: DriveError<GenerateError>, guidance: f32) -> GenerateError {
+    match e {
+        DriveError::Network(e) => e,
+        DriveError::Buffer {
+            expected, actual, ..
+        } => GenerateError::Length(LengthMismatch { expected, actual }),
+        DriveError::EmptyBatch => GenerateError::ZeroBatch,
+        DriveError::Conditioning(c) => conditioning_error(c, guidance),
+        DriveError::InitNotFinite => GenerateError::InitNotFinite,
+        DriveError::MaskValue { index } => GenerateError::MaskValue { index },
+        DriveError::NonFinite { step, t } => GenerateError::NonFinite { step, t },
     }
 }

@@ -13,6 +13,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod edit_input;
 mod error;
 mod exec;
 mod generate;
@@ -23,12 +24,13 @@ mod model;
 mod stamp;
 mod winograd;
 
+pub use edit_input::{read_init_image, read_mask};
 pub use error::{GenerateError, IoError, LoadError};
 #[doc(hidden)]
 pub use exec::with_awake_pool;
 pub use exec::{Execution, WORKER_THREAD_PREFIX};
 pub use fewstep_core;
-pub use fewstep_core::{SamplerChoice, SamplerKind, SamplingPlan};
+pub use fewstep_core::{Conditioning, PlanError, SamplerChoice, SamplerKind, SamplingPlan};
 pub use generate::{CancelToken, DEFAULT_DIFFUSION_STEPS, GenerateRequest, Noise, Progress};
 #[doc(hidden)]
 pub use group_norm::onnx;

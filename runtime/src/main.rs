@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use fewstep::fewstep_core::format::{DataRange, ImageShape};
 use fewstep::fewstep_core::{Prediction, Schedule, StudentSteps};
 use fewstep::{Model, SamplerChoice, StampOptions};
@@ -19,11 +19,9 @@ pub(crate) struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum SamplerArg {
-    Auto,
-    Ddim,
-    Addim,
+/// `--sampler`: core's one spelling (`auto`, `ddim`, `addim`).
+fn parse_sampler(s: &str) -> Result<SamplerChoice, String> {
+    s.parse().map_err(|e: fewstep::PlanError| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,9 +34,10 @@ enum Command {
         /// Steps (default: T for a consistency model, 32 for a diffusion model).
         #[arg(long)]
         steps: Option<u32>,
-        /// Sampler.
-        #[arg(long, value_enum, default_value = "auto")]
-        sampler: SamplerArg,
+        /// Sampler: auto (T DDIM steps for a consistency model, aDDIM for a
+        /// diffusion model), ddim or addim.
+        #[arg(long, value_parser = parse_sampler, default_value = "auto")]
+        sampler: SamplerChoice,
         /// Seed of the initial noise.
         #[arg(long, conflicts_with = "noise")]
         seed: Option<u64>,
@@ -57,6 +56,20 @@ enum Command {
         /// Classifier-free guidance scale (1 = none).
         #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         guidance: f32,
+        /// Edit this image instead of drawing from pure noise: a PNG of the
+        /// model's size (mapped through fewstep.data_range) or a float32 .npy
+        /// [N,C,H,W] / [C,H,W] in data space.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// img2img strength in (0, 1]: how much of the way from noise to
+        /// data is walked again (a T-step consistency model starts at its
+        /// segment boundary ceil(s*T)/T). Needs --init.
+        #[arg(long, requires = "init")]
+        strength: Option<f64>,
+        /// Inpainting mask: a grayscale PNG (white = generate, black = keep)
+        /// or a float32 .npy [N,C,H,W] / [N,1,H,W] / [H,W] in [0, 1]. Needs --init.
+        #[arg(long, requires = "init")]
+        mask: Option<PathBuf>,
         /// Clip x_hat to the model's data range at every step.
         #[arg(long)]
         clip: bool,
@@ -173,6 +186,9 @@ fn run(cmd: Command) -> Result<(), String> {
             batch,
             label,
             guidance,
+            init,
+            strength,
+            mask,
             clip,
             threads,
             batched,
@@ -194,11 +210,6 @@ fn run(cmd: Command) -> Result<(), String> {
             let m = Model::load(&model)
                 .map_err(|e| e.to_string())?
                 .with_conv_algorithm(conv);
-            let sampler = match sampler {
-                SamplerArg::Auto => SamplerChoice::Auto,
-                SamplerArg::Ddim => SamplerChoice::Ddim,
-                SamplerArg::Addim => SamplerChoice::Addim,
-            };
             let plan = m.plan(steps, sampler).map_err(|e| e.to_string())?;
             let n_images;
             let mut req = m
@@ -244,6 +255,21 @@ fn run(cmd: Command) -> Result<(), String> {
             } else if !label.is_empty() {
                 req = req.labels((0..n_images).map(|i| label[i % label.len()]).collect());
             }
+            if let Some(path) = &init {
+                req = req
+                    .init(fewstep::read_init_image(path, m.metadata()).map_err(|e| e.to_string())?);
+            }
+            if let Some(path) = &mask {
+                req = req.mask(fewstep::read_mask(path, m.metadata()).map_err(|e| e.to_string())?);
+            }
+            let plan = match strength {
+                Some(s) => {
+                    req = req.strength(s);
+                    plan.with_strength(m.metadata().student_steps, s)
+                        .map_err(|e| format!("--strength {s}: {e}"))?
+                }
+                None => plan,
+            };
             if let Some(t) = threads {
                 req = req.threads(t);
             }

@@ -503,3 +503,164 @@ fn conv_flag_picks_the_algorithm_and_rejects_others() {
         "winograd or direct",
     );
 }
+
+fn write_gray_png(path: &Path, w: u32, h: u32, pixels: &[u8]) {
+    image::GrayImage::from_raw(w, h, pixels.to_vec())
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+fn generate_edits_from_png_and_npy_init_and_mask() {
+    let dir = TempDir::new().unwrap();
+    let mut spec = GaussSpec::new(1, 4, 4, "v", Sched::Cosine);
+    spec.student_steps = 4;
+    let model = write_model(&dir, "m.onnx", &spec);
+    let pixels: Vec<u8> = (0..16).map(|i| (i * 16) as u8).collect();
+    let init = tmp(&dir, "init.png");
+    write_gray_png(&init, 4, 4, &pixels);
+    // Keep the top half (black), generate the bottom half (white).
+    let mask = tmp(&dir, "mask.png");
+    write_gray_png(&mask, 4, 4, &[[0u8; 8], [255u8; 8]].concat());
+    let out = tmp(&dir, "out.npy");
+    let o = run(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--init",
+        s(&init),
+        "--mask",
+        s(&mask),
+        "--strength",
+        "0.5",
+        "--batch",
+        "2",
+        "--quiet",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (values, shape) = fewstep::read_npy(&out).unwrap();
+    assert_eq!(shape, vec![2, 1, 4, 4]);
+    let range = fewstep::fewstep_core::format::DataRange::default();
+    for (i, &v) in values.iter().enumerate() {
+        let p = i % 16;
+        if p < 8 {
+            assert_eq!(v, range.from_u8(pixels[p]), "kept value {i}");
+        }
+    }
+
+    // The same edit from .npy files: init [C,H,W], mask [H,W].
+    let init_npy = tmp(&dir, "init.npy");
+    let x: Vec<f32> = pixels.iter().map(|&p| range.from_u8(p)).collect();
+    std::fs::write(&init_npy, fewstep::npy_bytes(&x, &[1, 4, 4])).unwrap();
+    let mask_npy = tmp(&dir, "mask.npy");
+    let m: Vec<f32> = (0..16).map(|i| if i < 8 { 0.0 } else { 1.0 }).collect();
+    std::fs::write(&mask_npy, fewstep::npy_bytes(&m, &[4, 4])).unwrap();
+    let out2 = tmp(&dir, "out2.npy");
+    let o = run(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--init",
+        s(&init_npy),
+        "--mask",
+        s(&mask_npy),
+        "--strength",
+        "0.5",
+        "--batch",
+        "2",
+        "--quiet",
+        "--out",
+        s(&out2),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fewstep::read_npy(&out2).unwrap().0, values);
+
+    // Wrong inputs: one line each, naming the problem.
+    let big = tmp(&dir, "big.png");
+    write_gray_png(&big, 5, 4, &[0; 20]);
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--init",
+            s(&big),
+            "--out",
+            s(&out),
+        ]),
+        "5×4 pixels, the model makes 4×4",
+    );
+    let bad_shape = tmp(&dir, "bad.npy");
+    std::fs::write(&bad_shape, fewstep::npy_bytes(&x, &[16])).unwrap();
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--init",
+            s(&bad_shape),
+            "--out",
+            s(&out),
+        ]),
+        "shape [16]",
+    );
+    let bad_mask = tmp(&dir, "badmask.npy");
+    std::fs::write(&bad_mask, fewstep::npy_bytes(&[2.0; 16], &[4, 4])).unwrap();
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--init",
+            s(&init),
+            "--mask",
+            s(&bad_mask),
+            "--out",
+            s(&out),
+        ]),
+        "outside [0, 1]",
+    );
+    let not_png = tmp(&dir, "x.png");
+    std::fs::write(&not_png, b"hello").unwrap();
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--init",
+            s(&not_png),
+            "--out",
+            s(&out),
+        ]),
+        "not a PNG",
+    );
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--mask",
+            s(&mask),
+            "--out",
+            s(&out),
+        ]),
+        "--init",
+    );
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--init",
+            s(&init),
+            "--strength",
+            "1.5",
+            "--out",
+            s(&out),
+        ]),
+        "strength must be in (0, 1]",
+    );
+}

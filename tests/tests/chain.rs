@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use fewstep::{Model, SamplerChoice};
-use fewstep_core::{SamplerKind, SamplingPlan};
+use fewstep_core::{Conditioning, SamplerKind, SamplingPlan};
 use fewstep_trainer::checkpoint::{Checkpoint, checkpoint_path};
 use fewstep_trainer::config::TrainConfig;
 use fewstep_trainer::data::PngOptions;
@@ -78,21 +78,16 @@ fn chain(class_cond: bool) {
     assert_eq!(model.is_conditional(), class_cond);
     let burn_model = run::load_ema_cpu(&ckpt).expect("EMA weights");
     let cfg = &ckpt.meta.model;
-    // Labels the runtime is asked for, and what the network sees: three
-    // classes; and no label, which is the null label (= num_classes).
-    let k = cfg.num_classes as i64;
-    type Labels = Option<Vec<i64>>;
-    let cases: Vec<(Labels, Labels)> = if class_cond {
-        vec![
-            (Some(vec![7, 2, 5]), Some(vec![7, 2, 5])),
-            (None, Some(vec![k; 3])),
-        ]
+    // Labels asked of both samplers: three classes; and no label, which
+    // core's conditioning turns into the null label (= num_classes).
+    let cases: Vec<Option<Vec<i64>>> = if class_cond {
+        vec![Some(vec![7, 2, 5]), None]
     } else {
-        vec![(None, None)]
+        vec![None]
     };
     let (batch, seed, steps) = (3usize, 42u64, 4u32);
 
-    for (asked, seen) in &cases {
+    for asked in &cases {
         for (choice, kind) in [
             (SamplerChoice::Ddim, SamplerKind::Ddim),
             (SamplerChoice::Addim, SamplerKind::Addim),
@@ -114,7 +109,9 @@ fn chain(class_cond: bool) {
                 batch,
                 plan,
                 seed,
-                seen.as_deref(),
+                asked
+                    .as_deref()
+                    .map_or(Conditioning::None, Conditioning::PerImage),
                 &Default::default(),
             )
             .expect("burn samples");

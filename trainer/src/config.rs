@@ -4,6 +4,7 @@
 //! a run can be resumed or exported without repeating its flags.
 
 use anyhow::{Context, Result, bail};
+use fewstep_core::SamplerKind;
 use fewstep_core::format::ImageShape;
 use fewstep_core::{Prediction, Schedule};
 use serde::{Deserialize, Serialize};
@@ -364,23 +365,21 @@ impl ConsistencyMode {
     }
 }
 
-/// The teacher's ODE step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TeacherSampler {
-    /// aDDIM with `xvar = eta ||x_teacher - x||² / d` (the paper's default).
-    Addim,
-    /// Plain DDIM (`xvar = 0`, paper Table 4).
-    Ddim,
-}
+/// The teacher's ODE step is core's [`SamplerKind`] (aDDIM with
+/// `xvar = eta ||x_teacher - x||² / d`, the paper's default, or plain DDIM,
+/// paper Table 4), stored in checkpoints by its name (`addim` / `ddim`).
+mod sampler_kind_serde {
+    use fewstep_core::SamplerKind;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-impl TeacherSampler {
-    /// `addim` or `ddim`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TeacherSampler::Addim => "addim",
-            TeacherSampler::Ddim => "ddim",
-        }
+    pub fn serialize<S: Serializer>(k: &SamplerKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SamplerKind, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse()
+            .map_err(|e| D::Error::custom(format!("{e}: {name:?}")))
     }
 }
 
@@ -394,7 +393,8 @@ pub struct ConsistencyConfig {
     /// `eta` of the teacher's aDDIM xvar (paper 0.75).
     pub xvar_frac: f64,
     /// aDDIM or DDIM teacher steps.
-    pub teacher_sampler: TeacherSampler,
+    #[serde(with = "sampler_kind_serde")]
+    pub teacher_sampler: SamplerKind,
     /// `N0` of the annealed teacher step count (paper 64).
     pub teacher_steps_start: f64,
     /// `N1` (paper 1280).
@@ -463,7 +463,8 @@ pub struct ProgressiveConfig {
     /// Optimiser steps per stage.
     pub stage_iters: u64,
     /// aDDIM or DDIM teacher steps.
-    pub teacher_sampler: TeacherSampler,
+    #[serde(with = "sampler_kind_serde")]
+    pub teacher_sampler: SamplerKind,
     /// `eta` of the teacher's aDDIM xvar.
     pub xvar_frac: f64,
     /// Guidance scale of the teacher (1 = none).

@@ -16,9 +16,7 @@
 //! the step, so `--resume` repeats the uninterrupted run.
 
 use crate::checkpoint::{Checkpoint, StepLog};
-use crate::config::{
-    ConsistencyConfig, ConsistencyMode, ModelConfig, TeacherSampler, TrainConfig, TrainingMode,
-};
+use crate::config::{ConsistencyConfig, ConsistencyMode, ModelConfig, TrainConfig, TrainingMode};
 use crate::data::Dataset;
 use crate::model::UNet;
 use crate::sample::evaluate;
@@ -26,6 +24,7 @@ use crate::train::{BACKEND_RNG, Trainer, dropout_seed};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use fewstep_core::SamplerKind;
 use fewstep_core::guidance::guide_in_place;
 use fewstep_core::rng::{GaussianStream, UniformStream};
 use fewstep_core::training::{
@@ -46,7 +45,7 @@ pub struct Teacher<'a, B: Backend> {
     /// Guidance scale (1 = none); needs a class-conditional model.
     pub guidance: f64,
     /// aDDIM or DDIM steps.
-    pub sampler: TeacherSampler,
+    pub sampler: SamplerKind,
     /// `eta` of the aDDIM xvar.
     pub xvar_frac: f64,
     /// Device of `model`.
@@ -200,8 +199,8 @@ impl ConsistencyBatch {
             Some(te) => {
                 let (guided, cond) = teacher_x_hat(te, &z_t, &t, &labels)?;
                 let frac = match te.sampler {
-                    TeacherSampler::Addim => te.xvar_frac,
-                    TeacherSampler::Ddim => 0.0,
+                    SamplerKind::Addim => te.xvar_frac,
+                    SamplerKind::Ddim => 0.0,
                 };
                 teacher_ode_step(&schedule, d, &x, &z_t, &guided, &cond, &t, &s, frac)
             }

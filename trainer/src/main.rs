@@ -3,11 +3,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fewstep_core::SamplerChoice;
+use fewstep_core::{SamplerChoice, SamplerKind};
 use fewstep_trainer::classifier::ClassifierOptions;
 use fewstep_trainer::config::{
-    ConsistencyConfig, ConsistencyMode, ProgressiveConfig, TeacherSampler, TrainConfig,
-    parse_schedule_arg,
+    ConsistencyConfig, ConsistencyMode, ProgressiveConfig, TrainConfig, parse_schedule_arg,
 };
 use fewstep_trainer::data::PngOptions;
 use fewstep_trainer::eval::EvalOptions;
@@ -325,21 +324,16 @@ enum ModeArg {
     Cd,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum SamplerArg {
-    /// aDDIM with xvar = eta ||x_teacher - x||^2 / d.
-    Addim,
-    /// Plain DDIM.
-    Ddim,
+/// `--teacher-sampler`: core's one spelling (`addim`, `ddim`).
+fn parse_sampler_kind(s: &str) -> Result<SamplerKind, String> {
+    s.parse()
+        .map_err(|_| format!("unknown sampler {s:?} (expected addim or ddim)"))
 }
 
-impl From<SamplerArg> for TeacherSampler {
-    fn from(s: SamplerArg) -> Self {
-        match s {
-            SamplerArg::Addim => TeacherSampler::Addim,
-            SamplerArg::Ddim => TeacherSampler::Ddim,
-        }
-    }
+/// `--sampler`: core's one spelling (`auto`, `ddim`, `addim`).
+fn parse_sampler_choice(s: &str) -> Result<SamplerChoice, String> {
+    s.parse()
+        .map_err(|e: fewstep_core::PlanError| e.to_string())
 }
 
 /// Flags shared by `consistency` and `progressive`.
@@ -391,9 +385,9 @@ struct DistillArgs {
     /// Guidance scale of the teacher (1 = none; class-conditional teachers).
     #[arg(long, default_value_t = 1.0)]
     teacher_guidance: f64,
-    /// The teacher's ODE step.
-    #[arg(long, value_enum, default_value_t = SamplerArg::Addim)]
-    teacher_sampler: SamplerArg,
+    /// The teacher's ODE step: addim (xvar = eta ||x_teacher - x||^2 / d) or ddim.
+    #[arg(long, value_parser = parse_sampler_kind, default_value = "addim")]
+    teacher_sampler: SamplerKind,
     /// eta of the teacher's aDDIM xvar.
     #[arg(long, default_value_t = fewstep_core::training::PAPER_XVAR_FRAC)]
     xvar_frac: f64,
@@ -555,7 +549,7 @@ fn consistency(a: ConsistencyArgs) -> Result<()> {
         },
         student_steps: a.student_steps,
         xvar_frac: a.common.xvar_frac,
-        teacher_sampler: a.common.teacher_sampler.into(),
+        teacher_sampler: a.common.teacher_sampler,
         teacher_steps_start: start,
         teacher_steps_end: end,
         anneal_iters,
@@ -574,7 +568,7 @@ fn progressive(a: ProgressiveArgs) -> Result<()> {
         start_steps: a.start_steps,
         target_steps: a.target_steps,
         stage_iters: a.stage_steps,
-        teacher_sampler: a.common.teacher_sampler.into(),
+        teacher_sampler: a.common.teacher_sampler,
         xvar_frac: a.common.xvar_frac,
         teacher_guidance: a.common.teacher_guidance,
         init: String::new(),
@@ -672,17 +666,6 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
     Ok(())
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum EvalSamplerArg {
-    /// The model's default: T DDIM steps for a consistency model, aDDIM for
-    /// a diffusion model.
-    Auto,
-    /// DDIM.
-    Ddim,
-    /// aDDIM.
-    Addim,
-}
-
 #[derive(Args, Debug)]
 struct EvalArgs {
     /// The fewstep ONNX model to benchmark.
@@ -700,9 +683,10 @@ struct EvalArgs {
     /// Sampling steps (default: the model's own).
     #[arg(long)]
     steps: Option<u32>,
-    /// Sampler.
-    #[arg(long, value_enum, default_value_t = EvalSamplerArg::Auto)]
-    sampler: EvalSamplerArg,
+    /// Sampler: auto (the model's default: T DDIM steps for a consistency model,
+    /// aDDIM for a diffusion model), ddim or addim.
+    #[arg(long, value_parser = parse_sampler_choice, default_value = "auto")]
+    sampler: SamplerChoice,
     /// Seed of the noise (image k gets noise k at any --batch), the KID
     /// subsets and the floor's images.
     #[arg(long, default_value_t = 0)]
@@ -766,11 +750,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         data: a.data,
         n: a.n,
         steps: a.steps,
-        sampler: match a.sampler {
-            EvalSamplerArg::Auto => SamplerChoice::Auto,
-            EvalSamplerArg::Ddim => SamplerChoice::Ddim,
-            EvalSamplerArg::Addim => SamplerChoice::Addim,
-        },
+        sampler: a.sampler,
         seed: a.seed,
         threads: a.threads,
         batch: a.batch,

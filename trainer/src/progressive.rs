@@ -10,7 +10,7 @@
 //! `w(t) ||x_hat - x~||² / d` with `w = SNR + 1` (the v-loss weighting).
 
 use crate::checkpoint::{Checkpoint, StepLog};
-use crate::config::{ModelConfig, ProgressiveConfig, TeacherSampler, TrainConfig, TrainingMode};
+use crate::config::{ModelConfig, ProgressiveConfig, TrainConfig, TrainingMode};
 use crate::consistency::{Teacher, load_teacher, teacher_ode_step, teacher_x_hat};
 use crate::data::Dataset;
 use crate::model::UNet;
@@ -18,6 +18,7 @@ use crate::train::{BACKEND_RNG, Trainer, dropout_seed, optimizer};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
+use fewstep_core::SamplerKind;
 use fewstep_core::rng::GaussianStream;
 use fewstep_core::sampler::inverse_ddim_coeffs;
 use fewstep_core::training::{loss_weight, training_label, uniform_index};
@@ -165,8 +166,8 @@ impl<B: AutodiffBackend> ProgressiveTrainer<B> {
             device: &tr.device,
         };
         let frac = match self.pcfg.teacher_sampler {
-            TeacherSampler::Addim => self.pcfg.xvar_frac,
-            TeacherSampler::Ddim => 0.0,
+            SamplerKind::Addim => self.pcfg.xvar_frac,
+            SamplerKind::Ddim => 0.0,
         };
         let (g1, c1) = teacher_x_hat(&teacher, &z_t, &t, &labels)?;
         let (z_u, _) = teacher_ode_step(&schedule, d, &x, &z_t, &g1, &c1, &t, &u, frac);

@@ -12,6 +12,7 @@ use crate::{Cpu, plot, sample};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use fewstep_core::Conditioning;
 use fewstep_core::SamplingPlan;
 use fewstep_core::plan::SamplerKind;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -322,7 +323,10 @@ pub fn sample_grid<B: Backend>(
     } else {
         (n as f64).sqrt().ceil() as usize
     };
-    let images = sample::sample(ema, cfg, n, plan, 1234, labels.as_deref(), device)?;
+    let conditioning = labels
+        .as_deref()
+        .map_or(Conditioning::None, Conditioning::PerImage);
+    let images = sample::sample(ema, cfg, n, plan, 1234, conditioning, device)?;
     Ok((images, cols))
 }
 

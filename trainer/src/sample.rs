@@ -6,9 +6,9 @@ use crate::model::UNet;
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use fewstep_core::drive::{Conditioning, DriveError, Flow, Sampling, Workspace, drive};
 use fewstep_core::format::DataRange;
-use fewstep_core::plan::SamplerKind;
-use fewstep_core::{SamplingPlan, XVar, addim_step, ddim_step};
+use fewstep_core::{SamplingPlan, XVar};
 use std::path::Path;
 
 /// One network evaluation on host buffers: `z` is `N * C*H*W` values.
@@ -32,38 +32,60 @@ pub fn evaluate<B: Backend>(
 }
 
 /// Samples `n` images from the initial noise of `seed` (core's portable
-/// Gaussian stream, image `i` = stream `i`) with `steps` DDIM or aDDIM
-/// (analytic xvar) steps on the uniform grid. Returns `n * C*H*W` values.
+/// Gaussian stream, image `i` = stream `i`) along `plan` (DDIM or aDDIM with
+/// analytic xvar) through core's sampling driver. Returns `n * C*H*W` values.
 pub fn sample<B: Backend>(
     model: &UNet<B>,
     cfg: &ModelConfig,
     n: usize,
     plan: SamplingPlan,
     seed: u64,
-    labels: Option<&[i64]>,
+    conditioning: Conditioning<'_>,
     device: &B::Device,
 ) -> Result<Vec<f32>> {
     let schedule = cfg.schedule()?;
-    let pred = cfg.prediction()?;
     let d = cfg.image_len();
-    let mut z = vec![0f32; n * d];
+    let sampling = Sampling {
+        schedule: &schedule,
+        prediction: cfg.prediction()?,
+        plan,
+        xvar: XVar::Analytic,
+        image_len: d,
+        num_classes: cfg.num_classes as u32,
+        conditioning,
+        guidance: 1.0,
+        clip: None,
+        edit: None,
+    };
+    let lens = sampling.buffer_lens(n);
+    let mut z = vec![0f32; lens.z];
     fewstep_core::rng::batch_noise(seed, 0, d, &mut z);
-    for step in plan.iter() {
-        let at_t = schedule.alpha_sigma(step.t);
-        let at_s = schedule.alpha_sigma(step.s);
-        let t = vec![step.t as f32; n];
-        let mut x_hat = evaluate(model, cfg, &z, &t, labels, device)?;
-        pred.output_to_x_hat(&z, &mut x_hat, at_t)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        match plan.sampler() {
-            SamplerKind::Ddim => ddim_step(&mut z, &x_hat, at_t, at_s),
-            SamplerKind::Addim => {
-                let xvar = XVar::Analytic.at(&schedule, step.t);
-                addim_step(&mut z, &x_hat, d, at_t, at_s, xvar)
-            }
-        }
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
+    let (mut out, mut net_in, mut rows) = (
+        vec![0f32; lens.out],
+        vec![0f32; lens.net_in],
+        vec![0i64; lens.labels],
+    );
+    let mut network = |z: &[f32], t: f64, labels: Option<&[i64]>, out: &mut [f32]| -> Result<()> {
+        let rows = z.len() / d;
+        let x = evaluate(model, cfg, z, &vec![t as f32; rows], labels, device)?;
+        out.copy_from_slice(&x);
+        Ok(())
+    };
+    drive(
+        &sampling,
+        &mut Workspace {
+            z: &mut z,
+            out: &mut out,
+            net_in: &mut net_in,
+            labels: &mut rows,
+        },
+        &mut network,
+        |_| Flow::Continue,
+    )
+    .map_err(|e| match e {
+        DriveError::Network(e) => e,
+        other => anyhow::anyhow!("{other}"),
+    })?;
     Ok(z)
 }
 

@@ -5,6 +5,7 @@
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::Backend;
+use fewstep_core::Conditioning;
 use fewstep_core::SamplingPlan;
 use fewstep_core::format::{self, parse_xvar_table};
 use fewstep_core::plan::SamplerKind;
@@ -15,9 +16,7 @@ use fewstep_core::training::{
     teacher_step_coeffs, teacher_xvar,
 };
 use fewstep_trainer::checkpoint::Checkpoint;
-use fewstep_trainer::config::{
-    ConsistencyConfig, ConsistencyMode, ModelConfig, TeacherSampler, TrainConfig,
-};
+use fewstep_trainer::config::{ConsistencyConfig, ConsistencyMode, ModelConfig, TrainConfig};
 use fewstep_trainer::consistency::{
     ConsistencyBatch, ConsistencyTrainer, Teacher, consistency_loss,
 };
@@ -75,7 +74,7 @@ fn ccfg(mode: ConsistencyMode, t: u32) -> ConsistencyConfig {
         mode,
         student_steps: t,
         xvar_frac: 0.75,
-        teacher_sampler: TeacherSampler::Addim,
+        teacher_sampler: SamplerKind::Addim,
         teacher_steps_start: 8.0,
         teacher_steps_end: 32.0,
         anneal_iters: 10,
@@ -116,7 +115,7 @@ fn loss_target_equals_core_scalars_element_by_element() {
             model: &teacher_net,
             cfg: &cfg,
             guidance,
-            sampler: TeacherSampler::Addim,
+            sampler: SamplerKind::Addim,
             xvar_frac: 0.75,
             device: &device,
         };
@@ -676,14 +675,24 @@ fn cd_student_beats_its_teacher_at_two_steps() {
     let n = 256;
     let plan = SamplingPlan::new(2, SamplerKind::Ddim).unwrap();
     assert_eq!(plan, SamplingPlan::multistep_consistency(2).unwrap());
-    let teacher_samples = sample(&teacher.ema, &cfg, n, plan, 7, None, &device).unwrap();
-    let student_samples = sample(&run.trainer.ema, &cfg, n, plan, 7, None, &device).unwrap();
+    let teacher_samples =
+        sample(&teacher.ema, &cfg, n, plan, 7, Conditioning::None, &device).unwrap();
+    let student_samples = sample(
+        &run.trainer.ema,
+        &cfg,
+        n,
+        plan,
+        7,
+        Conditioning::None,
+        &device,
+    )
+    .unwrap();
     let data_points = &data.images[..n * 16];
     let sw_teacher = sliced_wasserstein(&teacher_samples, data_points, 16, 64);
     let sw_student = sliced_wasserstein(&student_samples, data_points, 16, 64);
     // For scale: the teacher with more aDDIM steps.
     let many = SamplingPlan::new(16, SamplerKind::Addim).unwrap();
-    let teacher_many = sample(&teacher.ema, &cfg, n, many, 7, None, &device).unwrap();
+    let teacher_many = sample(&teacher.ema, &cfg, n, many, 7, Conditioning::None, &device).unwrap();
     let sw_many = sliced_wasserstein(&teacher_many, data_points, 16, 64);
     eprintln!(
         "sliced W1 to the data: teacher 2-step DDIM {sw_teacher:.4}, CD student 2-step {sw_student:.4}, teacher 16-step aDDIM {sw_many:.4} (total {:.1} s)",
@@ -708,7 +717,7 @@ fn progressive_distillation_halves_per_stage_and_resumes_exactly() {
         start_steps: 8,
         target_steps: 2,
         stage_iters: 2,
-        teacher_sampler: TeacherSampler::Addim,
+        teacher_sampler: SamplerKind::Addim,
         xvar_frac: 0.75,
         teacher_guidance: 1.5,
         init: teacher_path.display().to_string(),
