@@ -33,6 +33,14 @@
 // `fewstep_request.label` value for "no label" (the unconditional model).
 #define FEWSTEP_LABEL_NONE -1
 
+// `fewstep_request.preview_format`: `x_hat` as float32 `[N,C,H,W]` in data
+// space (`len` floats).
+#define FEWSTEP_PREVIEW_F32 0
+
+// `fewstep_request.preview_format`: `x_hat` as interleaved RGB8
+// `[N,H,W,3]` (`len` bytes; one channel expanded to gray RGB).
+#define FEWSTEP_PREVIEW_RGB8 1
+
 // Result of every fallible call. `FEWSTEP_OK` is 0.
 typedef enum fewstep_status {
   // Success.
@@ -72,6 +80,11 @@ typedef enum fewstep_status {
   FEWSTEP_ERROR_MEMORY_BUDGET = 13,
 } fewstep_status;
 
+// A cancel token. Opaque; thread-safe; create with
+// `fewstep_cancel_token_new`, free with `fewstep_cancel_token_free` after
+// every call that uses it has returned.
+typedef struct fewstep_cancel_token fewstep_cancel_token;
+
 // A loaded model. Opaque; thread-safe; free with `fewstep_model_free`.
 typedef struct fewstep_model fewstep_model;
 
@@ -100,6 +113,18 @@ typedef struct fewstep_model_info {
 // (1-based) and the total. Return 0 to continue, non-zero to cancel: the
 // call then stops and returns `FEWSTEP_CANCELLED` with the latest estimate.
 typedef int32_t (*fewstep_progress_fn)(void *user_data, uint32_t step, uint32_t total);
+
+// Called after each step with the current clean-image estimate `x_hat`
+// of every image (after guidance, clipping and an inpainting mask), in
+// `fewstep_request.preview_format`: `pixels` holds `len` floats or bytes
+// and is valid only during the call. Runs on the thread that called
+// `fewstep_generate_*`. Return 0 to continue, non-zero to cancel (as the
+// progress callback).
+typedef int32_t (*fewstep_preview_fn)(void *user_data,
+                                      uint32_t step,
+                                      uint32_t total,
+                                      const void *pixels,
+                                      size_t len);
 
 // A generation request. Always initialise with `fewstep_request_init`,
 // then change fields: `struct_size` lets later versions add fields without
@@ -137,6 +162,47 @@ typedef struct fewstep_request {
   // 4 GiB (default 0). Appended after the first published layout:
   // requests from headers without it get the default.
   uint64_t memory_budget;
+  // Per-image class labels: `labels_len` values (1, or one per image),
+  // each `0 <= label < num_classes`; when non-NULL it replaces `label`
+  // (default NULL). Fields from here on were appended in the third
+  // layout; requests from older headers get their defaults.
+  const int64_t *labels;
+  // Number of values at `labels`.
+  size_t labels_len;
+  // Caller-given initial noise `z_1`, float32 `[N,C,H,W]` (`noise_len`
+  // = `batch * C * H * W` values), instead of the seeded noise (default
+  // NULL: `seed`).
+  const float *noise;
+  // Number of values at `noise`.
+  size_t noise_len;
+  // Image editing: start from this image, float32 in data space,
+  // `[N,C,H,W]` or one `[C,H,W]` image for the batch (`init_len`
+  // values). With `strength < 1` it is img2img; with `mask`, inpainting
+  // (default NULL).
+  const float *init;
+  // Number of values at `init`.
+  size_t init_len;
+  // img2img strength in (0, 1]: how much of the way from noise to data
+  // is walked again. A consistency model with `T` steps starts at its
+  // segment boundary `ceil(strength * T) / T` (so it takes that many
+  // steps); a diffusion model starts at `t = strength`. Values other
+  // than 1 need `init` (default 1).
+  float strength;
+  // Inpainting mask, values in [0, 1]: 1 = generate, 0 = keep `init`
+  // (exactly, in the output). `[N,C,H,W]`, `[C,H,W]`, `[N,H,W]` or
+  // `[H,W]` (`mask_len` values; broadcast over the batch and channels).
+  // Needs `init` (default NULL).
+  const float *mask;
+  // Number of values at `mask`.
+  size_t mask_len;
+  // Optional preview callback with each step's `x_hat` (default NULL).
+  fewstep_preview_fn preview;
+  // `FEWSTEP_PREVIEW_*` (default `FEWSTEP_PREVIEW_F32`).
+  uint32_t preview_format;
+  // A cancel token another thread may trigger with
+  // `fewstep_cancel_token_cancel` (default NULL). It must stay alive
+  // until this call returns.
+  const struct fewstep_cancel_token *cancel;
 } fewstep_request;
 
 #ifdef __cplusplus
@@ -235,6 +301,27 @@ enum fewstep_status fewstep_generate_f32(const struct fewstep_model *model,
                                          const struct fewstep_request *request,
                                          float *out,
                                          size_t out_len);
+
+// A new token, not cancelled. Never NULL. Put it in
+// `fewstep_request.cancel`; one token may serve several calls (all stop
+// when it is cancelled).
+struct fewstep_cancel_token *fewstep_cancel_token_new(void);
+
+// Cancels every call using `token`, from any thread: each returns
+// `FEWSTEP_CANCELLED` after its current step with the latest estimate in
+// its buffer (or, before its first step completed, with no estimate).
+// A cancelled token stays cancelled.
+//
+// # Safety
+// `token` NULL or a live token.
+enum fewstep_status fewstep_cancel_token_cancel(const struct fewstep_cancel_token *token);
+
+// Frees a token (NULL is a no-op). Only after every call using it has
+// returned.
+//
+// # Safety
+// `token` NULL or a token from `fewstep_cancel_token_new`, freed once.
+void fewstep_cancel_token_free(struct fewstep_cancel_token *token);
 
 #ifdef __cplusplus
 }  // extern "C"

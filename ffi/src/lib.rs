@@ -33,6 +33,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use fewstep_runtime::fewstep_core::Prediction;
 use fewstep_runtime::{CancelToken, GenerateError, Images, LoadError, Model, SamplerChoice};
 
+mod cancel;
+pub use cancel::*;
+
 /// A loaded model. Opaque; thread-safe; free with `fewstep_model_free`.
 pub struct fewstep_model {
     inner: Model,
@@ -96,6 +99,29 @@ pub const FEWSTEP_SAMPLER_ADDIM: u32 = 2;
 /// `fewstep_request.label` value for "no label" (the unconditional model).
 pub const FEWSTEP_LABEL_NONE: i64 = -1;
 
+/// `fewstep_request.preview_format`: `x_hat` as float32 `[N,C,H,W]` in data
+/// space (`len` floats).
+pub const FEWSTEP_PREVIEW_F32: u32 = 0;
+/// `fewstep_request.preview_format`: `x_hat` as interleaved RGB8
+/// `[N,H,W,3]` (`len` bytes; one channel expanded to gray RGB).
+pub const FEWSTEP_PREVIEW_RGB8: u32 = 1;
+
+/// Called after each step with the current clean-image estimate `x_hat`
+/// of every image (after guidance, clipping and an inpainting mask), in
+/// `fewstep_request.preview_format`: `pixels` holds `len` floats or bytes
+/// and is valid only during the call. Runs on the thread that called
+/// `fewstep_generate_*`. Return 0 to continue, non-zero to cancel (as the
+/// progress callback).
+pub type fewstep_preview_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        step: u32,
+        total: u32,
+        pixels: *const c_void,
+        len: usize,
+    ) -> i32,
+>;
+
 /// Called after each network evaluation with the step just completed
 /// (1-based) and the total. Return 0 to continue, non-zero to cancel: the
 /// call then stops and returns `FEWSTEP_CANCELLED` with the latest estimate.
@@ -140,6 +166,47 @@ pub struct fewstep_request {
     /// 4 GiB (default 0). Appended after the first published layout:
     /// requests from headers without it get the default.
     pub memory_budget: u64,
+    /// Per-image class labels: `labels_len` values (1, or one per image),
+    /// each `0 <= label < num_classes`; when non-NULL it replaces `label`
+    /// (default NULL). Fields from here on were appended in the third
+    /// layout; requests from older headers get their defaults.
+    pub labels: *const i64,
+    /// Number of values at `labels`.
+    pub labels_len: usize,
+    /// Caller-given initial noise `z_1`, float32 `[N,C,H,W]` (`noise_len`
+    /// = `batch * C * H * W` values), instead of the seeded noise (default
+    /// NULL: `seed`).
+    pub noise: *const f32,
+    /// Number of values at `noise`.
+    pub noise_len: usize,
+    /// Image editing: start from this image, float32 in data space,
+    /// `[N,C,H,W]` or one `[C,H,W]` image for the batch (`init_len`
+    /// values). With `strength < 1` it is img2img; with `mask`, inpainting
+    /// (default NULL).
+    pub init: *const f32,
+    /// Number of values at `init`.
+    pub init_len: usize,
+    /// img2img strength in (0, 1]: how much of the way from noise to data
+    /// is walked again. A consistency model with `T` steps starts at its
+    /// segment boundary `ceil(strength * T) / T` (so it takes that many
+    /// steps); a diffusion model starts at `t = strength`. Values other
+    /// than 1 need `init` (default 1).
+    pub strength: f32,
+    /// Inpainting mask, values in [0, 1]: 1 = generate, 0 = keep `init`
+    /// (exactly, in the output). `[N,C,H,W]`, `[C,H,W]`, `[N,H,W]` or
+    /// `[H,W]` (`mask_len` values; broadcast over the batch and channels).
+    /// Needs `init` (default NULL).
+    pub mask: *const f32,
+    /// Number of values at `mask`.
+    pub mask_len: usize,
+    /// Optional preview callback with each step's `x_hat` (default NULL).
+    pub preview: fewstep_preview_fn,
+    /// `FEWSTEP_PREVIEW_*` (default `FEWSTEP_PREVIEW_F32`).
+    pub preview_format: u32,
+    /// A cancel token another thread may trigger with
+    /// `fewstep_cancel_token_cancel` (default NULL). It must stay alive
+    /// until this call returns.
+    pub cancel: *const fewstep_cancel_token,
 }
 
 const REQUEST_SIZE: usize = std::mem::size_of::<fewstep_request>();
@@ -147,8 +214,10 @@ const REQUEST_SIZE: usize = std::mem::size_of::<fewstep_request>();
 /// `memory_budget`). Callers built against an older, smaller header keep
 /// working: missing fields take defaults.
 const REQUEST_MIN_SIZE: usize = std::mem::offset_of!(fewstep_request, memory_budget);
+/// The second layout: up to and including `memory_budget`.
+const REQUEST_V2_SIZE: usize = std::mem::offset_of!(fewstep_request, labels);
 /// Every `struct_size` a published header gives, oldest first.
-const REQUEST_SIZES: [usize; 2] = [REQUEST_MIN_SIZE, REQUEST_SIZE];
+const REQUEST_SIZES: [usize; 3] = [REQUEST_MIN_SIZE, REQUEST_V2_SIZE, REQUEST_SIZE];
 
 impl Default for fewstep_request {
     fn default() -> Self {
@@ -165,6 +234,18 @@ impl Default for fewstep_request {
             progress: None,
             user_data: std::ptr::null_mut(),
             memory_budget: 0,
+            labels: std::ptr::null(),
+            labels_len: 0,
+            noise: std::ptr::null(),
+            noise_len: 0,
+            init: std::ptr::null(),
+            init_len: 0,
+            strength: 1.0,
+            mask: std::ptr::null(),
+            mask_len: 0,
+            preview: None,
+            preview_format: FEWSTEP_PREVIEW_F32,
+            cancel: std::ptr::null(),
         }
     }
 }
@@ -200,6 +281,9 @@ impl From<LoadError> for Failure {
 impl From<GenerateError> for Failure {
     fn from(e: GenerateError) -> Self {
         let status = match e {
+            GenerateError::Plan(fewstep_runtime::PlanError::BadStrength) => {
+                FEWSTEP_ERROR_INVALID_ARGUMENT
+            }
             GenerateError::Plan(_) => FEWSTEP_ERROR_STEPS,
             GenerateError::ZeroBatch
             | GenerateError::ZeroThreads
@@ -677,8 +761,40 @@ fn sampler_choice(v: u32) -> Result<SamplerChoice, Failure> {
     }
 }
 
+/// Copies `len` values from a caller pointer (NULL with `len > 0` is an
+/// error; NULL with 0 is "none").
+///
+/// # Safety
+/// `ptr` NULL or `len` readable values.
+unsafe fn caller_values<T: Copy>(
+    ptr: *const T,
+    len: usize,
+    what: &str,
+) -> Result<Option<Vec<T>>, Failure> {
+    if ptr.is_null() {
+        if len != 0 {
+            return Err(Failure::null(&format!("{what} (with {what}_len = {len})")));
+        }
+        return Ok(None);
+    }
+    if len == 0 {
+        return Err(Failure::new(
+            FEWSTEP_ERROR_INVALID_ARGUMENT,
+            format!("{what}_len is 0 but {what} is not NULL"),
+        ));
+    }
+    // SAFETY: non-NULL and `len` readable values, per the contract.
+    Ok(Some(
+        unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec(),
+    ))
+}
+
 /// Runs a request; returns the images and whether they are partial.
-fn run(model: &fewstep_model, req: &fewstep_request) -> Result<Images, Failure> {
+///
+/// # Safety
+/// The request's pointers are NULL or valid for their lengths; `cancel` is
+/// NULL or a live token.
+unsafe fn run(model: &fewstep_model, req: &fewstep_request) -> Result<Images, Failure> {
     if req.clip > 1 {
         return Err(Failure::new(
             FEWSTEP_ERROR_INVALID_ARGUMENT,
@@ -694,38 +810,106 @@ fn run(model: &fewstep_model, req: &fewstep_request) -> Result<Images, Failure> 
             ),
         ));
     }
+    if req.preview_format > FEWSTEP_PREVIEW_RGB8 {
+        return Err(Failure::new(
+            FEWSTEP_ERROR_INVALID_ARGUMENT,
+            format!(
+                "preview_format {} is not FEWSTEP_PREVIEW_F32 (0) or FEWSTEP_PREVIEW_RGB8 (1)",
+                req.preview_format
+            ),
+        ));
+    }
     let mut builder = model
         .inner
         .generate()
         .batch(req.batch as usize)
-        .seed(req.seed)
         .sampler(sampler_choice(req.sampler)?)
         .guidance(req.guidance)
         .clip(req.clip == 1);
+    // SAFETY (all four): pointers NULL or valid for their lengths, per the contract.
+    match unsafe { caller_values(req.noise, req.noise_len, "noise") }? {
+        Some(z) => builder = builder.noise(z),
+        None => builder = builder.seed(req.seed),
+    }
     if req.steps != 0 {
         builder = builder.steps(req.steps);
     }
-    if req.label != FEWSTEP_LABEL_NONE {
-        builder = builder.label(req.label);
+    match unsafe { caller_values(req.labels, req.labels_len, "labels") }? {
+        Some(labels) => builder = builder.labels(labels),
+        None if req.label != FEWSTEP_LABEL_NONE => builder = builder.label(req.label),
+        None => {}
     }
+    if let Some(init) = unsafe { caller_values(req.init, req.init_len, "init") }? {
+        builder = builder.init(init);
+    }
+    if let Some(mask) = unsafe { caller_values(req.mask, req.mask_len, "mask") }? {
+        builder = builder.mask(mask);
+    }
+    // Through the shortest decimal: 0.3f is 0.300000011920929 as f64,
+    // which would round a 10-step model's 3 steps up to 4.
+    let strength = req.strength.to_string().parse::<f64>().unwrap_or(f64::NAN);
+    builder = builder.strength(strength);
     if req.threads != 0 {
         builder = builder.threads(req.threads as usize);
     }
     if req.memory_budget != 0 {
         builder = builder.memory_budget(req.memory_budget);
     }
-    if let Some(callback) = req.progress {
-        let token = CancelToken::new();
-        let user_data = req.user_data;
-        let flag = token.clone();
-        builder = builder.cancel(token).on_progress(move |p| {
-            // SAFETY: the caller supplied the callback and its user_data.
-            if unsafe { callback(user_data, p.step, p.steps) } != 0 {
-                flag.cancel();
+    // The caller's token, else a fresh one the callbacks can trigger.
+    // SAFETY: NULL or a live token, per the contract.
+    let token = match unsafe { req.cancel.as_ref() } {
+        Some(t) => t.token().clone(),
+        None => CancelToken::new(),
+    };
+    builder = builder.cancel(token.clone());
+    if req.progress.is_some() || req.preview.is_some() {
+        let (progress, preview) = (req.progress, req.preview);
+        let (user_data, format) = (req.user_data, req.preview_format);
+        let meta = model.inner.metadata();
+        let (image, range) = (meta.image, meta.data_range);
+        let mut rgb = Vec::new();
+        builder = builder.on_progress(move |p| {
+            let mut stop = false;
+            if let Some(callback) = progress {
+                // SAFETY: the caller supplied the callback and its user_data.
+                stop |= unsafe { callback(user_data, p.step, p.steps) } != 0;
+            }
+            if let Some(callback) = preview {
+                let (ptr, len) = if format == FEWSTEP_PREVIEW_RGB8 {
+                    planar_to_rgb8(p.x_hat, image, range, &mut rgb);
+                    (rgb.as_ptr().cast::<c_void>(), rgb.len())
+                } else {
+                    (p.x_hat.as_ptr().cast::<c_void>(), p.x_hat.len())
+                };
+                // SAFETY: as above; `ptr` holds `len` values for the call.
+                stop |= unsafe { callback(user_data, p.step, p.steps, ptr, len) } != 0;
+            }
+            if stop {
+                token.cancel();
             }
         });
     }
     Ok(builder.run()?)
+}
+
+/// `[N,C,H,W]` data-space values to interleaved RGB8 `[N,H,W,3]`.
+fn planar_to_rgb8(
+    x: &[f32],
+    image: fewstep_runtime::fewstep_core::format::ImageShape,
+    range: fewstep_runtime::fewstep_core::format::DataRange,
+    out: &mut Vec<u8>,
+) {
+    let c = image.channels as usize;
+    let hw = image.height as usize * image.width as usize;
+    out.clear();
+    for img in x.chunks_exact((c * hw).max(1)) {
+        for p in 0..hw {
+            for ch in 0..3 {
+                let src = if c >= 3 { ch } else { 0 };
+                out.push(range.to_u8(img[src * hw + p]));
+            }
+        }
+    }
 }
 
 fn finish(images: &Images) -> Result<fewstep_status, Failure> {
@@ -733,7 +917,7 @@ fn finish(images: &Images) -> Result<fewstep_status, Failure> {
         return Err(Failure::new(
             FEWSTEP_CANCELLED,
             format!(
-                "cancelled by the progress callback after step {}: the buffer holds the latest estimate",
+                "cancelled after step {}: the buffer holds the latest estimate",
                 images.steps_done()
             ),
         ));
@@ -800,7 +984,8 @@ unsafe fn generate_into<T>(
         if out_len < need {
             return Err(short_buffer(unit, out_len, need, req.batch));
         }
-        let images = run(model, &req)?;
+        // SAFETY: the request's pointers are valid per the generate contract.
+        let images = unsafe { run(model, &req) }?;
         // SAFETY: `out` has `out_len >= need` writable values.
         let dst = unsafe { std::slice::from_raw_parts_mut(out, need) };
         fill(&images, dst)?;

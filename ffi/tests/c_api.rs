@@ -435,3 +435,19 @@ fn concurrent_callers_mixing_every_setting_match_a_serial_run() {
         .args(["8", "100", "1"]));
     assert_all_identical(&log, 800);
 }
+
+#[test]
+fn editing_labels_noise_previews_and_cancel_tokens() {
+    let tmp = work_dir();
+    let dir = tmp.path();
+    let cm = dir.join("cm4.onnx");
+    let diff = dir.join("diff.onnx");
+    std::fs::write(&cm, tiny_model(4, 3)).expect("write model");
+    std::fs::write(&diff, tiny_model(0, 0)).expect("write model");
+    let valgrind = have_valgrind();
+    for exe in build(&repo().join("ffi/tests/c/editing.c"), "editing", dir) {
+        let log = run_checked(&exe, &[&cm, &diff], valgrind);
+        assert!(log.contains("0 failures"), "{log}");
+        assert!(!log.contains("FAIL"), "{log}");
+    }
+}

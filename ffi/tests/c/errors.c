@@ -218,7 +218,7 @@ int main(int argc, char **argv) {
     bad.memory_budget = 1; /* not read: beyond the first layout */
     EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_OK, "request of the first layout (no memory_budget)");
 
-    /* Every struct_size other than the two published layouts' sizes. */
+    /* Every struct_size other than the three published layouts' sizes. */
     {
         unsigned accepted = 0, refused = 0;
         for (uint32_t size = 0; size <= sizeof req + 64; size++) {
@@ -227,13 +227,14 @@ int main(int argc, char **argv) {
             fewstep_status st = fewstep_generate_rgb8(cm, &bad, px, sizeof px);
             if (st == FEWSTEP_OK) accepted++;
             if (st == FEWSTEP_ERROR_STRUCT_SIZE) refused++;
-            int published = size == sizeof req || size == offsetof(fewstep_request, memory_budget);
+            int published = size == sizeof req || size == offsetof(fewstep_request, memory_budget) ||
+                            size == offsetof(fewstep_request, labels);
             if ((st == FEWSTEP_OK) != published || (!published && st != FEWSTEP_ERROR_STRUCT_SIZE)) {
                 printf("FAIL: struct_size %u -> %s\n", size, fewstep_status_name(st));
                 failures++;
             }
         }
-        CHECK(accepted == 2 && refused == sizeof req + 63, "only the published struct_size values are accepted");
+        CHECK(accepted == 3 && refused == sizeof req + 62, "only the published struct_size values are accepted");
         bad = req;
         bad.struct_size = offsetof(fewstep_request, memory_budget) + 4;
         EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_STRUCT_SIZE, "struct_size ending inside memory_budget");
