@@ -8,6 +8,8 @@
 //! the trainer's preview sampler (Burn) are thin [`Network`] adapters around
 //! [`drive`]. No allocation.
 //!
+//! The equations are those of `docs/MODEL_FORMAT.md` (sections 4 and 5).
+//!
 //! Image editing: [`Edit`] gives an init image (img2img, started part-way by
 //! [`SamplingPlan::with_strength`]) and optionally a mask (inpainting:
 //! `1` = generate, `0` = keep). The known region is kept consistent by

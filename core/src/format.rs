@@ -1,4 +1,4 @@
-//! The fewstep model format, version 1 (`MODEL_FORMAT.md`): metadata key
+//! The fewstep model format, version 1 (`docs/MODEL_FORMAT.md`): metadata key
 //! names and parsers for their values. The runtime reads with these, the
 //! trainer writes with their `Display` forms, so both agree by construction.
 

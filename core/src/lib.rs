@@ -18,7 +18,7 @@
 //! | [`format`] | model format v1: metadata keys and value parsers |
 //! | [`f16`] | half-precision weight storage |
 //!
-//! The equations are those of `MODEL_FORMAT.md` and `ALGORITHMS.md`.
+//! The equations are those of `docs/MODEL_FORMAT.md` and `ALGORITHMS.md`.
 //!
 //! ## Sampling a multistep consistency model (Algorithm 2)
 //!

@@ -1,4 +1,4 @@
-//! Variance-preserving noise schedules (`MODEL_FORMAT.md`, "Schedules").
+//! Variance-preserving noise schedules (`docs/MODEL_FORMAT.md`, "3. The schedule").
 //!
 //! Every schedule is a function `logsnr(t)` on diffusion time `t ∈ [0, 1]`
 //! (1 is pure noise). `alpha_t² = sigmoid(logsnr)`, `sigma_t² = sigmoid(-logsnr)`.

@@ -1,6 +1,6 @@
 //! Schedules against golden values computed independently by
 //! `core/golden/schedules.py` (Python float64 `math`, straight from
-//! MODEL_FORMAT.md); output pasted from `core/golden/schedules.txt`.
+//! docs/MODEL_FORMAT.md); output pasted from `core/golden/schedules.txt`.
 #![allow(clippy::approx_constant)] // pasted golden values, kept verbatim
 use fewstep_core::Schedule;
 

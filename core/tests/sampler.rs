@@ -1,5 +1,5 @@
 //! Sampler identities, and each step against a direct f64 transcription of
-//! the MODEL_FORMAT.md equations.
+//! the docs/MODEL_FORMAT.md equations.
 use fewstep_core::rng::batch_noise;
 use fewstep_core::sampler::{addim_noise_scale, interpolate_table};
 use fewstep_core::{AlphaSigma, Prediction, Schedule, XVar, addim_step, ddim_step, inverse_ddim};

@@ -1,7 +1,7 @@
 //! # fewstep
 //!
 //! Few-step image generation from fewstep ONNX models (model format v1,
-//! `MODEL_FORMAT.md`) on CPU, with [tract](https://github.com/sonos/tract).
+//! `docs/MODEL_FORMAT.md`) on CPU, with [tract](https://github.com/sonos/tract).
 //! Every formula (schedules, DDIM/aDDIM, sampling plans, guidance, noise,
 //! pixel mapping) is `fewstep_core`'s; this crate loads, validates and runs
 //! the network and moves buffers.

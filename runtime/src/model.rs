@@ -1,4 +1,4 @@
-//! Loading and validating a fewstep ONNX model (`MODEL_FORMAT.md`), and the
+//! Loading and validating a fewstep ONNX model (`docs/MODEL_FORMAT.md`), and the
 //! cached, concrete-shape tract plans that run it.
 
 use std::collections::HashMap;

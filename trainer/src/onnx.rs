@@ -1,7 +1,7 @@
 //! ONNX export of the U-Net (Burn has no exporter): the graph is written op
 //! for op with `tract_onnx::pb` message types and encoded with `prost`.
 //!
-//! Design choices dictated by `MODEL_FORMAT.md` and by tract:
+//! Design choices dictated by `docs/MODEL_FORMAT.md` and by tract:
 //! - opset 21 (`GroupNormalization` with per-channel scale/bias), IR version 10;
 //! - inputs `z` `[N, C, H, W]` f32, `t` `[N]` f32, `label` `[N]` i64 when
 //!   class-conditional; `N` is the only symbolic dimension;

@@ -1,6 +1,6 @@
 //! Test helper: builds small fewstep ONNX models with `tract_onnx::pb` and
 //! prost, and an independent f64 reference of the sampler (transcribed from
-//! `MODEL_FORMAT.md`, not from `fewstep-core`).
+//! `docs/MODEL_FORMAT.md`, not from `fewstep-core`).
 #![allow(dead_code)]
 
 use fewstep::pb;
@@ -402,7 +402,7 @@ pub enum RefSampler {
     Addim(Option<&'static [f64]>),
 }
 
-/// Independent f64 sampler (MODEL_FORMAT.md "Sampling"), with optional
+/// Independent f64 sampler (docs/MODEL_FORMAT.md "Sampling"), with optional
 /// guidance `(labels, w)` and clipping to [-1, 1].
 pub fn reference_sample(
     spec: &GaussSpec,
