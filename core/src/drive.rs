@@ -6,7 +6,7 @@
 //! conversion, clipping, inpainting's known region, progress and
 //! cancellation ([`Flow`]), and the DDIM / aDDIM step. The runtime (tract) and
 //! the trainer's preview sampler (Burn) are thin [`Network`] adapters around
-//! [`drive`]. No allocation.
+//! [`drive()`]. No allocation.
 //!
 //! The equations are those of `docs/MODEL_FORMAT.md` (sections 4 and 5).
 //!

@@ -10,19 +10,19 @@
 //! | [`schedule`] | `cosine`, `shifted_cosine:<f>`, `interpolated_cosine:<lo>:<hi>`; `logsnr`, `alpha_sigma`, `snr` |
 //! | [`prediction`] | `x` / `eps` / `v` outputs to `x_hat` and back |
 //! | [`sampler`] | `ddim_step`, `inverse_ddim`, `addim_step` (analytic or tabled `xvar`) |
-//! | [`drive`] | the one sampling loop: guidance, `x_hat`, clipping, img2img / inpainting, progress, DDIM / aDDIM; [`Conditioning`] |
+//! | [`mod@drive`] | the one sampling loop: guidance, `x_hat`, clipping, img2img / inpainting, progress, DDIM / aDDIM; [`Conditioning`] |
 //! | [`plan`] | Algorithm 2 / 3 sampling plans as `(t, s)` iterators |
 //! | [`training`] | Algorithm 1: teacher-step annealing, times, weights, pseudo-Huber, target |
 //! | [`guidance`] | classifier-free guidance |
 //! | [`rng`] | Philox4x32-10 + Box–Muller: noise of image `i` independent of batch and platform |
 //! | [`format`] | model format v1: metadata keys and value parsers |
-//! | [`f16`] | half-precision weight storage |
+//! | [`mod@f16`] | half-precision weight storage |
 //!
 //! The equations are those of `docs/MODEL_FORMAT.md` and `ALGORITHMS.md`.
 //!
 //! ## Sampling a multistep consistency model (Algorithm 2)
 //!
-//! [`drive`] runs the plan; the caller wraps its network (here a stand-in
+//! [`drive()`] runs the plan; the caller wraps its network (here a stand-in
 //! v-prediction of zero) and owns the buffers.
 //!
 //! ```
