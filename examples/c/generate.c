@@ -1,17 +1,77 @@
 /*
- * generate.c: load a fewstep model, generate a batch of images with a seed,
- * print progress, and write them side by side as a binary PPM.
+ * generate.c: what an app does with libfewstep. Load a model, generate a
+ * batch of images with a seed while showing progress and a live RGB8
+ * preview of every step, write them side by side as a binary PPM; then
+ * start a second generation and cancel it from another thread (as a UI
+ * thread would), keeping the latest estimate.
  *
- *   cc -std=c99 -I include examples/c/generate.c -L target/release -lfewstep -o generate
+ *   cc -std=c99 -pthread -I include examples/c/generate.c -L target/release -lfewstep -o generate
  *   ./generate model.onnx out.ppm [batch] [seed]
  *
  * Every fewstep call's status is checked; failures print fewstep_last_error().
  */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fewstep.h"
+
+/* A preview of every step: the app would draw `pixels` ([N,H,W,3] RGB8,
+ * valid only during the call); here we print its mean brightness. */
+static int32_t on_preview(void *user_data, uint32_t step, uint32_t total, const void *pixels, size_t len) {
+    const uint8_t *px = pixels;
+    double sum = 0;
+    (void)user_data;
+    for (size_t i = 0; i < len; i++) sum += px[i];
+    fprintf(stderr, "preview %u/%u: %zu bytes, mean %.1f\n", (unsigned)step, (unsigned)total, len,
+            len ? sum / (double)len : 0.0);
+    return 0;
+}
+
+/* The cancel demo: the generating thread reports its first preview; the
+ * "UI" thread then cancels through the token. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int first_preview_seen;
+    int cancelled;
+} Ui;
+
+static int32_t on_preview_signal(void *user_data, uint32_t step, uint32_t total, const void *pixels, size_t len) {
+    Ui *ui = user_data;
+    (void)total;
+    (void)pixels;
+    (void)len;
+    if (step == 1) {
+        /* Tell the UI thread, and (for a reproducible demo) wait until it
+         * has pressed "cancel"; a real app would just return 0. */
+        pthread_mutex_lock(&ui->lock);
+        ui->first_preview_seen = 1;
+        pthread_cond_broadcast(&ui->cond);
+        while (!ui->cancelled) pthread_cond_wait(&ui->cond, &ui->lock);
+        pthread_mutex_unlock(&ui->lock);
+    }
+    return 0;
+}
+
+typedef struct {
+    Ui *ui;
+    fewstep_cancel_token *token;
+} UiThread;
+
+static void *ui_thread(void *arg) {
+    UiThread *t = arg;
+    pthread_mutex_lock(&t->ui->lock);
+    while (!t->ui->first_preview_seen) pthread_cond_wait(&t->ui->cond, &t->ui->lock);
+    fewstep_status st = fewstep_cancel_token_cancel(t->token);
+    if (st != FEWSTEP_OK) fprintf(stderr, "cancel failed: %s\n", fewstep_status_name(st));
+    t->ui->cancelled = 1;
+    pthread_cond_broadcast(&t->ui->cond);
+    pthread_mutex_unlock(&t->ui->lock);
+    return NULL;
+}
 
 static int32_t on_progress(void *user_data, uint32_t step, uint32_t total) {
     const char *name = (const char *)user_data;
@@ -63,6 +123,8 @@ int main(int argc, char **argv) {
     req.batch = (uint32_t)batch;
     req.seed = (uint64_t)seed;
     req.progress = on_progress;
+    req.preview = on_preview;
+    req.preview_format = FEWSTEP_PREVIEW_RGB8;
     req.user_data = (void *)"generate";
 
     size_t len = 0;
@@ -107,7 +169,35 @@ int main(int argc, char **argv) {
         return 1;
     }
     fprintf(stderr, "wrote %s (%u images)\n", out_path, n);
+
+    /* Cancel from another thread: the call returns FEWSTEP_CANCELLED after
+     * the step in progress, with that step's estimate in the buffer. */
+    fewstep_cancel_token *token = fewstep_cancel_token_new();
+    Ui ui = {.first_preview_seen = 0, .cancelled = 0};
+    pthread_mutex_init(&ui.lock, NULL);
+    pthread_cond_init(&ui.cond, NULL);
+    UiThread t = {&ui, token};
+    pthread_t thread;
+    int cancel_demo_ok = pthread_create(&thread, NULL, ui_thread, &t) == 0;
+    if (cancel_demo_ok) {
+        fewstep_request again = req;
+        again.progress = NULL;
+        again.preview = on_preview_signal;
+        again.user_data = &ui;
+        again.cancel = token;
+        st = fewstep_generate_rgb8(model, &again, pixels, len);
+        pthread_join(thread, NULL);
+        if (st == FEWSTEP_CANCELLED) {
+            fprintf(stderr, "cancelled from the UI thread: %s\n", fewstep_last_error());
+        } else {
+            fprintf(stderr, "the cancel demo returned %s\n", fewstep_status_name(st));
+            cancel_demo_ok = 0;
+        }
+    }
+    pthread_mutex_destroy(&ui.lock);
+    pthread_cond_destroy(&ui.cond);
+    fewstep_cancel_token_free(token);
     free(pixels);
     fewstep_model_free(model);
-    return 0;
+    return cancel_demo_ok ? 0 : 1;
 }

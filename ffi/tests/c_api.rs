@@ -341,6 +341,14 @@ fn example_program_generates_a_ppm() {
             log.contains("step 1/2") && log.contains("step 2/2"),
             "progress printed:\n{log}"
         );
+        assert!(
+            log.contains("preview 1/2: 144 bytes") && log.contains("preview 2/2: 144 bytes"),
+            "RGB8 previews of 3 images of 4x4:\n{log}"
+        );
+        assert!(
+            log.contains("cancelled from the UI thread: cancelled after step 1"),
+            "cancel from another thread:\n{log}"
+        );
         let bytes = std::fs::read(&ppm).expect("ppm written");
         let header = b"P6\n12 4\n255\n";
         assert!(bytes.starts_with(header), "PPM header");
