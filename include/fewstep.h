@@ -200,8 +200,9 @@ typedef struct fewstep_request {
   // `FEWSTEP_PREVIEW_*` (default `FEWSTEP_PREVIEW_F32`).
   uint32_t preview_format;
   // A cancel token another thread may trigger with
-  // `fewstep_cancel_token_cancel` (default NULL). It must stay alive
-  // until this call returns.
+  // `fewstep_cancel_token_cancel`: the call stops within one operator of
+  // the network (default NULL). It must stay alive until this call
+  // returns.
   const struct fewstep_cancel_token *cancel;
 } fewstep_request;
 
@@ -307,10 +308,12 @@ enum fewstep_status fewstep_generate_f32(const struct fewstep_model *model,
 // when it is cancelled).
 struct fewstep_cancel_token *fewstep_cancel_token_new(void);
 
-// Cancels every call using `token`, from any thread: each returns
-// `FEWSTEP_CANCELLED` after its current step with the latest estimate in
-// its buffer (or, before its first step completed, with no estimate).
-// A cancelled token stays cancelled.
+// Cancels every call using `token`, from any thread: each stops at the
+// next operator of the network evaluation in progress (about 1.5 ms on
+// the benchmark U-Net, whose evaluation takes 20 ms) and returns
+// `FEWSTEP_CANCELLED` with the last completed step's estimate in its
+// buffer (or, before its first step completed, with no estimate). A
+// cancelled token stays cancelled.
 //
 // # Safety
 // `token` NULL or a live token.

@@ -204,8 +204,9 @@ pub struct fewstep_request {
     /// `FEWSTEP_PREVIEW_*` (default `FEWSTEP_PREVIEW_F32`).
     pub preview_format: u32,
     /// A cancel token another thread may trigger with
-    /// `fewstep_cancel_token_cancel` (default NULL). It must stay alive
-    /// until this call returns.
+    /// `fewstep_cancel_token_cancel`: the call stops within one operator of
+    /// the network (default NULL). It must stay alive until this call
+    /// returns.
     pub cancel: *const fewstep_cancel_token,
 }
 

@@ -1,6 +1,7 @@
 //! Per-step latency of `fewstep` on the reference U-Net (`unet_gn21` from
 //! `shared/bench/gen_unet.py`) at batch 1 and 8, against a bare tract
-//! forward of the same graph.
+//! forward of the same graph; and the latency of a cancel from another
+//! thread in the middle of a forward (`cancel_to_return`).
 //!
 //! The model is looked for at `$FEWSTEP_BENCH_MODEL`, else
 //! `bench/models/unet_gn21.onnx` (generate it with
@@ -201,6 +202,48 @@ fn bench(c: &mut Criterion) {
                     .threads(k)
                     .run()
                     .unwrap()
+            })
+        });
+    }
+    // Cancel latency: a second thread cancels 3 ms into the second step's
+    // forward (one forward of the U-Net is ~10-40 ms); the time measured is
+    // from `cancel()` to the call's return with the step-1 estimate.
+    for batch in [1usize, 8] {
+        g.bench_function(format!("cancel_to_return/b{batch}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let token = fewstep::CancelToken::new();
+                    let (tx, rx) = std::sync::mpsc::channel::<()>();
+                    let canceller = {
+                        let token = token.clone();
+                        std::thread::spawn(move || {
+                            rx.recv().ok()?;
+                            std::thread::sleep(Duration::from_millis(3));
+                            token.cancel();
+                            Some(std::time::Instant::now())
+                        })
+                    };
+                    let out = model
+                        .generate()
+                        .batch(batch)
+                        .seed(1)
+                        .steps(8)
+                        .threads(k)
+                        .cancel(token)
+                        .on_progress(|p| {
+                            if p.step == 1 {
+                                tx.send(()).ok();
+                            }
+                        })
+                        .run()
+                        .unwrap();
+                    let returned = std::time::Instant::now();
+                    let cancelled_at = canceller.join().unwrap().expect("cancelled");
+                    assert!(out.is_partial());
+                    total += returned.saturating_duration_since(cancelled_at);
+                }
+                total
             })
         });
     }

@@ -7,6 +7,7 @@ use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use crate::error::GenerateError;
+use crate::generate::CancelToken;
 use crate::model::{InputKind, Model};
 
 /// How a batch goes through the network.
@@ -126,6 +127,9 @@ pub(crate) struct Runner<'m> {
     /// Per-image states (PerImage) or one state (Batched), created lazily.
     states: Vec<TypedSimpleState>,
     batched_rows: usize,
+    /// Checked before every operator of a forward, so a cancel returns
+    /// within one operator instead of one network evaluation.
+    cancel: Option<CancelToken>,
 }
 
 impl std::fmt::Debug for Runner<'_> {
@@ -155,7 +159,15 @@ impl<'m> Runner<'m> {
             pool,
             states: Vec::new(),
             batched_rows: 0,
+            cancel: None,
         })
+    }
+
+    /// Stops a forward between two operators once `token` is cancelled; the
+    /// forward then fails with [`GenerateError::Cancelled`].
+    pub(crate) fn cancel_with(mut self, token: Option<CancelToken>) -> Self {
+        self.cancel = token;
+        self
     }
 
     /// One network evaluation of `rows` images: `z` holds `rows * d` values,
@@ -224,16 +236,16 @@ impl<'m> Runner<'m> {
         }
         let inputs = self.inputs(z, t, labels, rows)?;
         let state = &mut self.states[0];
+        let cancel = self.cancel.as_ref();
         let result = match &self.pool {
             // On one of the pool's threads, as in `forward_per_image`.
             Some(pool) => with_awake_pool(pool, || {
                 multithread_tract_scope(Executor::MultiThread(Arc::clone(pool)), || {
-                    state.run(inputs)
+                    run_state(state, inputs, cancel)
                 })
             }),
-            None => state.run(inputs),
-        }
-        .map_err(terr)?;
+            None => run_state(state, inputs, cancel),
+        }?;
         copy_output(&result, out)
     }
 
@@ -259,8 +271,9 @@ impl<'m> Runner<'m> {
             inputs.push(self.inputs(&z[i * d..(i + 1) * d], t, l, 1)?);
         }
         let states = &mut self.states[..rows];
+        let cancel = self.cancel.as_ref();
         let run_one = |(state, (inp, o)): (&mut TypedSimpleState, (TVec<TValue>, &mut [f32]))| {
-            let r = state.run(inp).map_err(terr)?;
+            let r = run_state(state, inp, cancel)?;
             copy_output(&r, o)
         };
         match &self.pool {
@@ -301,6 +314,29 @@ impl<'m> Runner<'m> {
                     })
             }),
         }
+    }
+}
+
+/// One forward of a plan; with a token, operator by operator, stopping at
+/// the first operator that starts after the token is cancelled.
+fn run_state(
+    state: &mut TypedSimpleState,
+    inputs: TVec<TValue>,
+    cancel: Option<&CancelToken>,
+) -> Result<TVec<TValue>, GenerateError> {
+    let Some(token) = cancel else {
+        return state.run(inputs).map_err(terr);
+    };
+    let result = state.run_plan_with_eval(inputs, |ctx, op_state, node, input| {
+        if token.is_cancelled() {
+            tract_onnx::tract_core::internal::bail!("cancelled");
+        }
+        tract_onnx::tract_core::plan::eval(ctx, op_state, node, input)
+    });
+    match result {
+        Ok(outputs) => Ok(outputs),
+        Err(_) if token.is_cancelled() => Err(GenerateError::Cancelled),
+        Err(e) => Err(terr(e)),
     }
 }
 

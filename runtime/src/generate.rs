@@ -212,8 +212,10 @@ impl<'a> GenerateRequest<'a> {
         self.progress = Some(Box::new(f));
         self
     }
-    /// Checked between steps; a cancelled call returns the latest `x_hat`
-    /// flagged partial.
+    /// Checked before every operator of every network evaluation, so a
+    /// cancel from another thread takes effect within one operator; a
+    /// cancelled call returns the `x_hat` of the last completed step, flagged
+    /// partial ([`GenerateError::Cancelled`] if no step completed).
     pub fn cancel(mut self, token: CancelToken) -> Self {
         self.cancel = Some(token);
         self
@@ -393,10 +395,13 @@ impl Model {
         let mut net_in = vec![0f32; lens.net_in];
         let mut label_rows = vec![0i64; lens.labels];
 
-        let mut runner = Runner::new(self, req.execution, threads)?;
+        let mut runner = Runner::new(self, req.execution, threads)?.cancel_with(req.cancel.clone());
         if req.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(GenerateError::Cancelled);
         }
+        // With a token, a cancel may stop a forward part-way; the result is
+        // then the last completed step's x_hat, kept here.
+        let mut latest: Option<(Vec<f32>, u32)> = None;
         let mut network = |z: &[f32], t: f64, labels: Option<&[i64]>, out: &mut [f32]| {
             runner.forward(z, t as f32, labels, z.len() / d, out)
         };
@@ -421,17 +426,29 @@ impl Model {
                         x_hat: r.x_hat,
                     });
                 }
-                if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
+                match &cancel {
+                    Some(c) if c.is_cancelled() => Flow::Stop,
+                    Some(_) => {
+                        let (copy, step) = latest.get_or_insert_with(|| (Vec::new(), 0));
+                        copy.clear();
+                        copy.extend_from_slice(r.x_hat);
+                        *step = r.step;
+                        Flow::Continue
+                    }
+                    None => Flow::Continue,
                 }
             },
-        )
-        .map_err(|e| drive_error(e, req.guidance))?;
+        );
         let (partial, done) = match finished {
-            Finished::Complete => (false, plan.steps()),
-            Finished::Stopped { steps_done } => (true, steps_done),
+            Ok(Finished::Complete) => (false, plan.steps()),
+            Ok(Finished::Stopped { steps_done }) => (true, steps_done),
+            // Cancelled inside a forward, after at least one step.
+            Err(DriveError::Network(GenerateError::Cancelled)) if latest.is_some() => {
+                let (x_hat, step) = latest.take().unwrap_or_default();
+                z = x_hat;
+                (true, step)
+            }
+            Err(e) => return Err(drive_error(e, req.guidance)),
         };
         Ok(Images::new(
             z,
