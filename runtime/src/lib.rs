@@ -17,12 +17,12 @@ mod edit_input;
 mod error;
 mod exec;
 mod generate;
-mod group_norm;
+mod graph;
+use graph::{group_norm, winograd};
 mod images;
 mod memory;
 mod model;
 mod stamp;
-mod winograd;
 
 pub use edit_input::{read_init_image, read_mask};
 pub use error::{GenerateError, IoError, LoadError};
