@@ -1,13 +1,14 @@
 //! The fuzzed entry points, shared by the `cargo fuzz` targets
 //! (`fuzz/fuzz_targets/*.rs`, nightly, libFuzzer) and the stable corpus test
-//! `runtime/tests/fuzz_corpus.rs` (run by `cargo test --workspace`), which
+//! `tests/tests/fuzz_corpus.rs` (run by `cargo test --workspace`), which
 //! replays `fuzz/corpus/<target>/` plus seeded mutations through the same
 //! functions. Every function must return (never panic, never abort) on any
 //! input; a bad input must come back as a typed error with a message.
 //!
 //! Included with `#[path]`; the including crate root must make the runtime
-//! available as `fewstep_runtime` (`extern crate fewstep as fewstep_runtime;`
-//! in the runtime's tests; a renamed dependency in `fuzz/Cargo.toml`).
+//! available as `fewstep_runtime` (`extern crate fewstep as
+//! fewstep_runtime;`) and depend on `fewstep-ffi`. It calls only their
+//! public APIs.
 #![allow(dead_code, missing_debug_implementations, clippy::all)]
 
 use std::ffi::{CStr, c_void};
@@ -19,17 +20,12 @@ use fewstep_runtime::fewstep_core::{
 };
 use fewstep_runtime::{GenerateError, LoadError, Model, pb};
 
-/// The `fewstep` CLI's argument layer (`runtime/src/main.rs`, its clap
-/// definitions and value parsers).
-#[path = "../runtime/src/main.rs"]
-#[allow(unreachable_pub, dead_code, unused_imports)]
-mod cli;
+/// The `fewstep` CLI's argument layer (its clap definitions and value
+/// parsers), from the runtime's `cli` feature.
+use fewstep_runtime::cli;
 
-/// The C API (`ffi/src/lib.rs`), compiled into the harness so its Rust
-/// functions can be called directly.
-#[path = "../ffi/src/lib.rs"]
-#[allow(unreachable_pub, dead_code, clippy::missing_safety_doc)]
-pub mod ffi;
+/// The C API, called as Rust functions (`fewstep-ffi` is also an rlib).
+pub use fewstep_ffi as ffi;
 
 /// Outcome of one input, for statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

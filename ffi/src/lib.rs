@@ -1072,7 +1072,7 @@ mod tests {
     fn panics_inside_calls_are_reported_not_printed() {
         // The panic hook is process-wide and installed once: run the body in
         // a process of its own, where no other test called the library first
-        // (this file is also compiled into the fuzz harness's tests).
+        // (the fuzz harness's tests call this library too).
         const CHILD: &str = "FEWSTEP_PANIC_HOOK_TEST_CHILD";
         if std::env::var_os(CHILD).is_none() {
             let module = module_path!();

@@ -13,6 +13,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 mod edit_input;
 mod error;
 mod exec;
