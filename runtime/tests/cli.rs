@@ -579,88 +579,30 @@ fn generate_edits_from_png_and_npy_init_and_mask() {
     assert_eq!(fewstep::read_npy(&out2).unwrap().0, values);
 
     // Wrong inputs: one line each, naming the problem.
+    let generate = |extra: &[&str]| {
+        run(&[&["generate", "--model", s(&model), "--out", s(&out)], extra].concat())
+    };
     let big = tmp(&dir, "big.png");
     write_gray_png(&big, 5, 4, &[0; 20]);
     assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--init",
-            s(&big),
-            "--out",
-            s(&out),
-        ]),
+        &generate(&["--init", s(&big)]),
         "5×4 pixels, the model makes 4×4",
     );
     let bad_shape = tmp(&dir, "bad.npy");
     std::fs::write(&bad_shape, fewstep::npy_bytes(&x, &[16])).unwrap();
-    assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--init",
-            s(&bad_shape),
-            "--out",
-            s(&out),
-        ]),
-        "shape [16]",
-    );
+    assert_fails(&generate(&["--init", s(&bad_shape)]), "shape [16]");
     let bad_mask = tmp(&dir, "badmask.npy");
     std::fs::write(&bad_mask, fewstep::npy_bytes(&[2.0; 16], &[4, 4])).unwrap();
     assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--init",
-            s(&init),
-            "--mask",
-            s(&bad_mask),
-            "--out",
-            s(&out),
-        ]),
+        &generate(&["--init", s(&init), "--mask", s(&bad_mask)]),
         "outside [0, 1]",
     );
     let not_png = tmp(&dir, "x.png");
     std::fs::write(&not_png, b"hello").unwrap();
+    assert_fails(&generate(&["--init", s(&not_png)]), "not a PNG");
+    assert_fails(&generate(&["--mask", s(&mask)]), "--init");
     assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--init",
-            s(&not_png),
-            "--out",
-            s(&out),
-        ]),
-        "not a PNG",
-    );
-    assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--mask",
-            s(&mask),
-            "--out",
-            s(&out),
-        ]),
-        "--init",
-    );
-    assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--init",
-            s(&init),
-            "--strength",
-            "1.5",
-            "--out",
-            s(&out),
-        ]),
+        &generate(&["--init", s(&init), "--strength", "1.5"]),
         "strength must be in (0, 1]",
     );
 }

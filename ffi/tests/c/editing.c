@@ -23,30 +23,7 @@
 #define D 48 /* 3 * 4 * 4 */
 #define PLANE 16
 
-static int failures = 0;
-
-#define CHECK(cond, name)                                                                   \
-    do {                                                                                    \
-        if (cond) {                                                                         \
-            printf("ok: %s\n", name);                                                       \
-        } else {                                                                            \
-            printf("FAIL: %s (line %d; last error: %s)\n", name, __LINE__, fewstep_last_error()); \
-            failures++;                                                                     \
-        }                                                                                   \
-    } while (0)
-
-#define EXPECT(call, want, name)                                                                  \
-    do {                                                                                          \
-        fewstep_status got_ = (call);                                                             \
-        if (got_ == (want)) {                                                                     \
-            printf("ok: %s -> %s (%s)\n", name, fewstep_status_name(got_), fewstep_last_error()); \
-        } else {                                                                                  \
-            printf("FAIL: %s: got %s, want %s (line %d; last error: %s)\n", name,                 \
-                   fewstep_status_name(got_), fewstep_status_name(want), __LINE__,                \
-                   fewstep_last_error());                                                         \
-            failures++;                                                                           \
-        }                                                                                         \
-    } while (0)
+#include "check.h"
 
 static fewstep_request fresh(void) {
     fewstep_request r;
