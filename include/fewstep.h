@@ -41,6 +41,17 @@
 // `[N,H,W,3]` (`len` bytes; one channel expanded to gray RGB).
 #define FEWSTEP_PREVIEW_RGB8 1
 
+// Interleaved R, G, B bytes per pixel (one channel is expanded to gray RGB).
+#define FEWSTEP_PIXELS_RGB8 0
+
+// Interleaved R, G, B, A bytes per pixel, A = 255 (Android `ARGB_8888`
+// memory order, iOS `kCGImageAlphaNoneSkipLast` / premultiplied-last).
+#define FEWSTEP_PIXELS_RGBA8 1
+
+// One byte per pixel: the value of a one-channel model; for three channels
+// the BT.601 luma `(299 R + 587 G + 114 B) / 1000`, rounded.
+#define FEWSTEP_PIXELS_GRAY8 2
+
 // Result of every fallible call. `FEWSTEP_OK` is 0.
 typedef enum fewstep_status {
   // Success.
@@ -325,6 +336,47 @@ enum fewstep_status fewstep_cancel_token_cancel(const struct fewstep_cancel_toke
 // # Safety
 // `token` NULL or a token from `fewstep_cancel_token_new`, freed once.
 void fewstep_cancel_token_free(struct fewstep_cancel_token *token);
+
+// Writes to `*len` the bytes `fewstep_generate_pixels` needs for `batch`
+// images in `format` with `row_stride` bytes per row (0 = tightly packed):
+// `(batch * H - 1) * row_stride + W * bytes_per_pixel` (the last row needs
+// no padding).
+//
+// # Safety
+// `model` NULL or a live handle; `len` NULL or writable.
+enum fewstep_status fewstep_pixels_len(const struct fewstep_model *model,
+                                       uint32_t batch,
+                                       uint32_t format,
+                                       size_t row_stride,
+                                       size_t *len);
+
+// Generates `request->batch` images into `out` as `format` pixels, images
+// stacked vertically, `row_stride` bytes per row (0 = `W * bytes per
+// pixel`); bytes between a row's end and the next row are left as they
+// were. `out_len` must be at least `fewstep_pixels_len`. On
+// `FEWSTEP_CANCELLED` the buffer holds the latest estimate.
+//
+// # Safety
+// `model` NULL or a live handle; `request` NULL or initialised by
+// `fewstep_request_init`; `out` NULL or `out_len` writable bytes.
+enum fewstep_status fewstep_generate_pixels(const struct fewstep_model *model,
+                                            const struct fewstep_request *request,
+                                            uint32_t format,
+                                            uint8_t *out,
+                                            size_t row_stride,
+                                            size_t out_len);
+
+// Writes to `*bytes` the memory the library estimates `request` needs on
+// `model` (buffers, network activations, thread stacks): what
+// `fewstep_request.memory_budget` is compared with. An app can size a
+// request to its memory class before running it.
+//
+// # Safety
+// `model` NULL or a live handle; `request` NULL or initialised by
+// `fewstep_request_init`; `bytes` NULL or writable.
+enum fewstep_status fewstep_estimate_memory(const struct fewstep_model *model,
+                                            const struct fewstep_request *request,
+                                            uint64_t *bytes);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -34,7 +34,9 @@ use fewstep_runtime::fewstep_core::Prediction;
 use fewstep_runtime::{CancelToken, GenerateError, Images, LoadError, Model, SamplerChoice};
 
 mod cancel;
+mod pixels;
 pub use cancel::*;
+pub use pixels::*;
 
 /// A loaded model. Opaque; thread-safe; free with `fewstep_model_free`.
 pub struct fewstep_model {

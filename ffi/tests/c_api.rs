@@ -459,3 +459,17 @@ fn editing_labels_noise_previews_and_cancel_tokens() {
         assert!(!log.contains("FAIL"), "{log}");
     }
 }
+
+#[test]
+fn pixels_with_stride_and_memory_estimate() {
+    let tmp = work_dir();
+    let dir = tmp.path();
+    let cm = dir.join("cm-px.onnx");
+    std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
+    let valgrind = have_valgrind();
+    for exe in build(&repo().join("ffi/tests/c/pixels.c"), "pixels", dir) {
+        let log = run_checked(&exe, &[&cm], valgrind);
+        assert!(log.contains("0 failures"), "{log}");
+        assert!(!log.contains("FAIL"), "{log}");
+    }
+}

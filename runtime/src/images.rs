@@ -50,6 +50,10 @@ impl Images {
     pub fn batch(&self) -> usize {
         self.batch
     }
+    /// The model's data range (`fewstep.data_range`), how values map to pixels.
+    pub fn data_range(&self) -> DataRange {
+        self.range
+    }
     /// `C,H,W`.
     pub fn shape(&self) -> ImageShape {
         self.shape
