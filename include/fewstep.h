@@ -120,9 +120,14 @@ typedef struct fewstep_model_info {
   float data_hi;
 } fewstep_model_info;
 
-// Called after each network evaluation with the step just completed
-// (1-based) and the total. Return 0 to continue, non-zero to cancel: the
-// call then stops and returns `FEWSTEP_CANCELLED` with the latest estimate.
+// Called once per sampling step, with the step just completed (1-based)
+// and the total, on the thread that called `fewstep_generate_*`. A step is
+// one network evaluation of the batch (with guidance, the conditional and
+// unconditional rows are evaluated together, still one call per step).
+// Return 0 to continue, non-zero to stop: the call then returns
+// `FEWSTEP_CANCELLED` with that step's estimate in the buffer. After the
+// last step the images are complete: a non-zero return there is ignored
+// and the call returns `FEWSTEP_OK`.
 typedef int32_t (*fewstep_progress_fn)(void *user_data, uint32_t step, uint32_t total);
 
 // Called after each step with the current clean-image estimate `x_hat`
@@ -158,9 +163,20 @@ typedef struct fewstep_request {
   // (`FEWSTEP_ERROR_LABEL` otherwise), or `FEWSTEP_LABEL_NONE` (default):
   // a class-conditional model then samples unconditionally.
   int64_t label;
-  // Classifier-free guidance scale; 1 = none (default 1).
+  // Classifier-free guidance scale `w` (default 1 = none):
+  // `out = out_null + w (out_cond - out_null)`. `w > 1` strengthens the
+  // class, `0 <= w < 1` moves towards unconditional samples (0 is
+  // unconditional), `w < 0` pushes away from the class. Any `w != 1`
+  // evaluates 2N rows per step (about twice the time). NaN or infinity is
+  // `FEWSTEP_ERROR_INVALID_ARGUMENT`; `w != 1` on a model without classes
+  // is `FEWSTEP_ERROR_LABEL`.
   float guidance;
-  // Threads; 0 = all cores (default 0).
+  // Threads for this call; 0 = all cores (default 0). The threads belong
+  // to the model: a call with more than one takes a pool of its own from
+  // the model (made on first use, up to 4 idle pools kept) and its helper
+  // threads spin between operators for the length of the call — fastest,
+  // but on a phone `threads = 1` uses the least energy. The pools' threads
+  // end when the model's last handle is freed.
   uint32_t threads;
   // 1 clips each clean-image estimate to the data range, 0 does not (default 0).
   uint32_t clip;
@@ -252,11 +268,24 @@ enum fewstep_status fewstep_model_load_bytes(const uint8_t *data,
                                              size_t len,
                                              struct fewstep_model **out);
 
-// Frees a model. NULL is ignored.
+// A second handle to the same loaded model (nothing is copied or reloaded),
+// or NULL when `model` is NULL. Each handle is freed on its own with
+// `fewstep_model_free`; the model lives until the last one is freed. This
+// is the safe way to free a model while other threads may still be
+// generating with it: give each thread its own handle.
 //
 // # Safety
-// `model` must be NULL or a handle from `fewstep_model_load*`, not freed
-// before, and not in use by another thread.
+// `model` NULL or a live handle.
+struct fewstep_model *fewstep_model_retain(const struct fewstep_model *model);
+
+// Frees a model handle. NULL is ignored. The model itself (weights, plans,
+// worker threads) is released with its last handle (see
+// `fewstep_model_retain`).
+//
+// # Safety
+// `model` must be NULL or a handle from `fewstep_model_load*` or
+// `fewstep_model_retain`, not freed before, and not in use by another
+// thread (give each thread its own handle to free independently).
 void fewstep_model_free(struct fewstep_model *model);
 
 // Fills `*info` with the model's shape and properties.

@@ -40,7 +40,9 @@ pub use pixels::*;
 
 /// A loaded model. Opaque; thread-safe; free with `fewstep_model_free`.
 pub struct fewstep_model {
-    inner: Model,
+    // Shared by the handles `fewstep_model_retain` makes; the model (and its
+    // worker threads) go when the last handle is freed.
+    inner: std::sync::Arc<Model>,
 }
 
 impl std::fmt::Debug for fewstep_model {
@@ -124,9 +126,14 @@ pub type fewstep_preview_fn = Option<
     ) -> i32,
 >;
 
-/// Called after each network evaluation with the step just completed
-/// (1-based) and the total. Return 0 to continue, non-zero to cancel: the
-/// call then stops and returns `FEWSTEP_CANCELLED` with the latest estimate.
+/// Called once per sampling step, with the step just completed (1-based)
+/// and the total, on the thread that called `fewstep_generate_*`. A step is
+/// one network evaluation of the batch (with guidance, the conditional and
+/// unconditional rows are evaluated together, still one call per step).
+/// Return 0 to continue, non-zero to stop: the call then returns
+/// `FEWSTEP_CANCELLED` with that step's estimate in the buffer. After the
+/// last step the images are complete: a non-zero return there is ignored
+/// and the call returns `FEWSTEP_OK`.
 pub type fewstep_progress_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, step: u32, total: u32) -> i32>;
 
@@ -153,9 +160,20 @@ pub struct fewstep_request {
     /// (`FEWSTEP_ERROR_LABEL` otherwise), or `FEWSTEP_LABEL_NONE` (default):
     /// a class-conditional model then samples unconditionally.
     pub label: i64,
-    /// Classifier-free guidance scale; 1 = none (default 1).
+    /// Classifier-free guidance scale `w` (default 1 = none):
+    /// `out = out_null + w (out_cond - out_null)`. `w > 1` strengthens the
+    /// class, `0 <= w < 1` moves towards unconditional samples (0 is
+    /// unconditional), `w < 0` pushes away from the class. Any `w != 1`
+    /// evaluates 2N rows per step (about twice the time). NaN or infinity is
+    /// `FEWSTEP_ERROR_INVALID_ARGUMENT`; `w != 1` on a model without classes
+    /// is `FEWSTEP_ERROR_LABEL`.
     pub guidance: f32,
-    /// Threads; 0 = all cores (default 0).
+    /// Threads for this call; 0 = all cores (default 0). The threads belong
+    /// to the model: a call with more than one takes a pool of its own from
+    /// the model (made on first use, up to 4 idle pools kept) and its helper
+    /// threads spin between operators for the length of the call — fastest,
+    /// but on a phone `threads = 1` uses the least energy. The pools' threads
+    /// end when the model's last handle is freed.
     pub threads: u32,
     /// 1 clips each clean-image estimate to the data range, 0 does not (default 0).
     pub clip: u32,
@@ -481,7 +499,9 @@ fn store_model(
     loaded: Result<Model, LoadError>,
 ) -> Result<fewstep_status, Failure> {
     let model = loaded?;
-    let handle = Box::into_raw(Box::new(fewstep_model { inner: model }));
+    let handle = Box::into_raw(Box::new(fewstep_model {
+        inner: std::sync::Arc::new(model),
+    }));
     // SAFETY: `out` was checked non-NULL by the caller of this helper.
     unsafe { *out = handle };
     Ok(FEWSTEP_OK)
@@ -553,11 +573,33 @@ pub unsafe extern "C" fn fewstep_model_load_bytes(
     })
 }
 
-/// Frees a model. NULL is ignored.
+/// A second handle to the same loaded model (nothing is copied or reloaded),
+/// or NULL when `model` is NULL. Each handle is freed on its own with
+/// `fewstep_model_free`; the model lives until the last one is freed. This
+/// is the safe way to free a model while other threads may still be
+/// generating with it: give each thread its own handle.
 ///
 /// # Safety
-/// `model` must be NULL or a handle from `fewstep_model_load*`, not freed
-/// before, and not in use by another thread.
+/// `model` NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_model_retain(model: *const fewstep_model) -> *mut fewstep_model {
+    // SAFETY: NULL or a live handle, per the contract.
+    match unsafe { model.as_ref() } {
+        Some(m) => Box::into_raw(Box::new(fewstep_model {
+            inner: std::sync::Arc::clone(&m.inner),
+        })),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// Frees a model handle. NULL is ignored. The model itself (weights, plans,
+/// worker threads) is released with its last handle (see
+/// `fewstep_model_retain`).
+///
+/// # Safety
+/// `model` must be NULL or a handle from `fewstep_model_load*` or
+/// `fewstep_model_retain`, not freed before, and not in use by another
+/// thread (give each thread its own handle to free independently).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fewstep_model_free(model: *mut fewstep_model) {
     if model.is_null() {

@@ -98,6 +98,27 @@ static int32_t wait_for_cancel(void *user, uint32_t step, uint32_t total, const 
     return 0;
 }
 
+static int32_t stop_at_last(void *user, uint32_t step, uint32_t total) {
+    (void)user;
+    return step == total ? 1 : 0;
+}
+
+/* A thread generating with its own handle while main frees the original. */
+typedef struct {
+    fewstep_model *handle;
+    fewstep_status status;
+    float out[D];
+} Retained;
+
+static void *generate_and_free(void *arg) {
+    Retained *r = arg;
+    fewstep_request req = fresh();
+    req.steps = 50;
+    r->status = fewstep_generate_f32(r->handle, &req, r->out, D);
+    fewstep_model_free(r->handle);
+    return NULL;
+}
+
 static void *worker(void *arg) {
     Job *j = arg;
     fewstep_request r = fresh();
@@ -312,6 +333,45 @@ int main(int argc, char **argv) {
         fewstep_cancel_token_free(job.token);
         pthread_mutex_destroy(&job.lock);
         pthread_cond_destroy(&job.cond);
+    }
+
+    /* A non-zero return after the last step: the images are complete. */
+    {
+        fewstep_request r = fresh();
+        r.progress = stop_at_last;
+        EXPECT(fewstep_generate_f32(cm, &r, a, D), FEWSTEP_OK, "stop requested after the last step");
+        fewstep_request plain = fresh();
+        fewstep_generate_f32(cm, &plain, b, D);
+        CHECK(memcmp(a, b, D * sizeof(float)) == 0, "and the result is the full generation");
+    }
+
+    /* Guidance values. */
+    {
+        fewstep_request r = fresh();
+        r.guidance = NAN;
+        EXPECT(fewstep_generate_f32(cm, &r, a, D), FEWSTEP_ERROR_INVALID_ARGUMENT, "guidance NaN");
+        r.guidance = -0.5f;
+        r.label = 1;
+        EXPECT(fewstep_generate_f32(cm, &r, a, D), FEWSTEP_OK, "negative guidance is allowed");
+        r.guidance = 2.0f;
+        r.label = FEWSTEP_LABEL_NONE;
+        EXPECT(fewstep_generate_f32(diff, &r, a, D), FEWSTEP_ERROR_LABEL, "guidance on an unconditional model");
+    }
+
+    /* Handles: free the original while another thread generates with a
+     * retained handle; the model lives until the last handle goes. */
+    {
+        CHECK(fewstep_model_retain(NULL) == NULL, "retain NULL is NULL");
+        Retained r;
+        memset(&r, 0, sizeof r);
+        r.handle = fewstep_model_retain(diff);
+        CHECK(r.handle != NULL && r.handle != diff, "a second handle");
+        pthread_t t;
+        pthread_create(&t, NULL, generate_and_free, &r);
+        fewstep_model_free(diff);
+        diff = NULL;
+        pthread_join(t, NULL);
+        EXPECT(r.status, FEWSTEP_OK, "generation on the retained handle after the original was freed");
     }
 
     fewstep_model_free(cm);
