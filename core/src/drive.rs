@@ -594,11 +594,11 @@ fn keep_known(x: &mut [f32], init: &[f32], mask: &[f32]) {
 }
 
 /// The forward process in place: `z <- alpha_t x + sigma_t z`, where `z`
-/// holds the noise `eps` (`z_t = alpha_t x + sigma_t eps`).
+/// holds the noise `eps` (`z_t = alpha_t x + sigma_t eps`, core's
+/// [`crate::training::noised`]).
 pub fn noise_to(z: &mut [f32], x: &[f32], schedule: &Schedule, t: f64) {
     let at = schedule.alpha_sigma(t);
-    let (a, s) = (at.alpha as f32, at.sigma as f32);
     for (zi, &xi) in z.iter_mut().zip(x) {
-        *zi = a * xi + s * *zi;
+        *zi = crate::training::noised(at, xi, *zi);
     }
 }

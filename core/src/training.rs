@@ -4,6 +4,8 @@
 //! The trainer draws random numbers and holds tensors; every formula it
 //! applies to them comes from here, as scalars or affine coefficients.
 
+use crate::LengthMismatch;
+use crate::prediction::Prediction;
 use crate::sampler::{addim_noise_scale, ddim_coeffs, inverse_ddim_coeffs};
 use crate::schedule::{AlphaSigma, Schedule};
 use core::fmt;
@@ -139,6 +141,53 @@ pub fn uniform_index(u: f64, n: u32) -> u32 {
     }
     let i = libm::floor(u.clamp(0.0, 1.0) * f64::from(n));
     (i as u32).min(n - 1)
+}
+
+/// The forward process for one sample: `z_t = alpha_t x + sigma_t eps`,
+/// element by element in f64 (the one definition the trainer's batches,
+/// the xvar measurement and the sampling driver's img2img share).
+pub fn forward_noise(
+    x: &[f32],
+    eps: &[f32],
+    at: AlphaSigma,
+    z_t: &mut [f32],
+) -> Result<(), LengthMismatch> {
+    LengthMismatch::check(x.len(), eps.len())?;
+    LengthMismatch::check(x.len(), z_t.len())?;
+    for ((z, &xi), &ei) in z_t.iter_mut().zip(x).zip(eps) {
+        *z = noised(at, xi, ei);
+    }
+    Ok(())
+}
+
+/// One value of the forward process, `alpha_t x + sigma_t eps` (f64, then f32).
+#[inline]
+pub fn noised(at: AlphaSigma, x: f32, eps: f32) -> f32 {
+    (at.alpha * f64::from(x) + at.sigma * f64::from(eps)) as f32
+}
+
+/// `x - x_hat = x * x + eps * eps + out * out` for `z_t = alpha_t x + sigma_t
+/// eps` and the prediction's `x_hat = a z_t + b out`: the diffusion loss's
+/// residual as coefficients for tensor code. Expanded in f64 so that
+/// `1 - a alpha` (`= sigma²` for v) carries no f32 cancellation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResidualCoeffs {
+    /// Coefficient of the clean data `x`: `1 - a alpha_t`.
+    pub x: f64,
+    /// Coefficient of the noise `eps`: `-a sigma_t`.
+    pub eps: f64,
+    /// Coefficient of the network output: `-b`.
+    pub out: f64,
+}
+
+/// [`ResidualCoeffs`] at time `t`'s `alpha_sigma`.
+pub fn residual_coeffs(prediction: Prediction, at: AlphaSigma) -> ResidualCoeffs {
+    let c = prediction.x_hat_coeffs(at);
+    ResidualCoeffs {
+        x: 1.0 - c.a * at.alpha,
+        eps: -c.a * at.sigma,
+        out: -c.b,
+    }
 }
 
 /// The class label one training example is trained on: the null label

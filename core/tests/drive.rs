@@ -476,7 +476,7 @@ fn img2img_starts_from_the_noised_init() {
     assert_eq!(t, 0.5);
     let at = schedule.alpha_sigma(0.5);
     for i in 0..D {
-        let want = at.alpha as f32 * init[i] + at.sigma as f32 * eps[i];
+        let want = fewstep_core::training::noised(at, init[i], eps[i]);
         assert_eq!(z[i], want);
     }
     assert!(b.z.iter().all(|&v| (v - 0.25).abs() < 2e-3), "{:?}", b.z);

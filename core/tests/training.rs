@@ -204,3 +204,41 @@ fn training_label_drops_to_the_null_label_at_the_dropout_rate() {
         .count();
     assert_eq!(dropped, 2_500);
 }
+
+#[test]
+fn forward_noise_and_residual_coeffs_match_their_definitions() {
+    use fewstep_core::Prediction;
+    use fewstep_core::training::{forward_noise, noised, residual_coeffs};
+    let schedule = fewstep_core::Schedule::Cosine;
+    let x = [0.3f32, -0.7, 1.0];
+    let eps = [1.2f32, 0.1, -0.4];
+    for t in [0.05, 0.5, 0.95] {
+        let at = schedule.alpha_sigma(t);
+        let mut z = [0f32; 3];
+        forward_noise(&x, &eps, at, &mut z).unwrap();
+        for j in 0..3 {
+            let want = at.alpha * f64::from(x[j]) + at.sigma * f64::from(eps[j]);
+            assert_eq!(z[j], want as f32);
+            assert_eq!(noised(at, x[j], eps[j]), z[j]);
+        }
+        for pred in [Prediction::X, Prediction::Eps, Prediction::V] {
+            // Any network output: the residual from the coefficients equals
+            // x - x_hat computed from the prediction's own conversion.
+            let out = [0.9f32, -0.2, 0.05];
+            let mut x_hat = out;
+            pred.output_to_x_hat(&z, &mut x_hat, at).unwrap();
+            let r = residual_coeffs(pred, at);
+            for j in 0..3 {
+                let by_coeffs =
+                    r.x * f64::from(x[j]) + r.eps * f64::from(eps[j]) + r.out * f64::from(out[j]);
+                let direct = f64::from(x[j]) - f64::from(x_hat[j]);
+                assert!(
+                    (by_coeffs - direct).abs() < 1e-5,
+                    "{pred:?} t={t}: {by_coeffs} vs {direct}"
+                );
+            }
+        }
+    }
+    let mut short = [0f32; 2];
+    assert!(forward_noise(&x, &eps, schedule.alpha_sigma(0.5), &mut short).is_err());
+}

@@ -27,6 +27,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use fewstep_core::SamplerKind;
 use fewstep_core::guidance::guide_in_place;
 use fewstep_core::rng::{GaussianStream, UniformStream};
+use fewstep_core::training::forward_noise;
 use fewstep_core::training::{
     ConsistencyTargetCoeffs, ConsistencyTimes, LossWeight, teacher_step_coeffs, teacher_xvar,
     training_label, uniform_index,
@@ -187,10 +188,14 @@ impl ConsistencyBatch {
         }
         let mut z_t = vec![0f32; n * d];
         for (i, tm) in times.iter().enumerate() {
-            let at = schedule.alpha_sigma(tm.t);
-            for j in i * d..(i + 1) * d {
-                z_t[j] = (at.alpha * f64::from(x[j]) + at.sigma * f64::from(eps[j])) as f32;
-            }
+            let r = i * d..(i + 1) * d;
+            forward_noise(
+                &x[r.clone()],
+                &eps[r.clone()],
+                schedule.alpha_sigma(tm.t),
+                &mut z_t[r],
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let t: Vec<f64> = times.iter().map(|tm| tm.t).collect();
         let s: Vec<f64> = times.iter().map(|tm| tm.s).collect();

@@ -21,6 +21,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use fewstep_core::SamplerKind;
 use fewstep_core::rng::GaussianStream;
 use fewstep_core::sampler::inverse_ddim_coeffs;
+use fewstep_core::training::forward_noise;
 use fewstep_core::training::{loss_weight, training_label, uniform_index};
 use std::path::{Path, PathBuf};
 
@@ -152,10 +153,14 @@ impl<B: AutodiffBackend> ProgressiveTrainer<B> {
         GaussianStream::new(tr.train.seed ^ NOISE_SEED_SALT, step).fill(&mut eps);
         let mut z_t = vec![0f32; b * d];
         for (i, &ti) in t.iter().enumerate() {
-            let at = schedule.alpha_sigma(ti);
-            for j in i * d..(i + 1) * d {
-                z_t[j] = (at.alpha * f64::from(x[j]) + at.sigma * f64::from(eps[j])) as f32;
-            }
+            let r = i * d..(i + 1) * d;
+            forward_noise(
+                &x[r.clone()],
+                &eps[r.clone()],
+                schedule.alpha_sigma(ti),
+                &mut z_t[r],
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let teacher = Teacher {
             model: &self.teacher,

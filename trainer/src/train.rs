@@ -19,6 +19,7 @@ use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use fewstep_core::rng::{GaussianStream, UniformStream};
+use fewstep_core::training::residual_coeffs;
 use fewstep_core::training::{loss_weight, training_label, uniform_index};
 use fewstep_core::{Prediction, Schedule};
 
@@ -70,18 +71,17 @@ pub struct DiffusionBatch {
     pub w: Vec<f32>,
 }
 
-/// Per-example coefficients of `x - x_hat` for `z = alpha x + sigma eps` and
-/// `x_hat = a z + b out` (core's `x_hat_coeffs`), expanded in f64 so that
-/// `1 - a alpha` (= `sigma²` for v) carries no f32 cancellation.
+/// Per-example `alpha_t`, `sigma_t`, core's `x - x_hat` coefficients
+/// ([`residual_coeffs`]) and the loss weight.
 fn diff_coeffs(pred: Prediction, schedule: &Schedule, t: f64) -> [f64; 6] {
     let at = schedule.alpha_sigma(t);
-    let c = pred.x_hat_coeffs(at);
+    let r = residual_coeffs(pred, at);
     [
         at.alpha,
         at.sigma,
-        1.0 - c.a * at.alpha,
-        -c.a * at.sigma,
-        -c.b,
+        r.x,
+        r.eps,
+        r.out,
         loss_weight(schedule, t),
     ]
 }

@@ -10,6 +10,7 @@ use crate::sample::evaluate;
 use anyhow::{Result, anyhow, bail};
 use burn::tensor::backend::Backend;
 use fewstep_core::rng::{GaussianStream, UniformStream};
+use fewstep_core::training::noised;
 use fewstep_core::training::{teacher_xvar, uniform_index};
 
 /// Seed offset of the measurement's noise.
@@ -74,7 +75,7 @@ pub fn measure<B: Backend>(
             let z: Vec<f32> = x
                 .iter()
                 .zip(&eps)
-                .map(|(&x, &e)| (at.alpha * f64::from(x) + at.sigma * f64::from(e)) as f32)
+                .map(|(&x, &e)| noised(at, x, e))
                 .collect();
             let labels: Option<Vec<i64>> = (cfg.num_classes > 0).then(|| {
                 chunk
