@@ -27,3 +27,15 @@ if ! python3 -c "import onnx, onnxruntime, numpy" >/dev/null 2>&1; then
     python3 -m pip install -q --break-system-packages onnx onnxruntime numpy
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# ARM64 (the phones' processor), built and tested under emulation
+# (scripts/arm64.sh): rustup cannot fetch another target's standard library
+# here, so Debian's rustc-web 1.96 with its arm64 std
+# (libstd-rust-web-dev:arm64), the cross linker, and qemu-user.
+if [ "${FEWSTEP_SKIP_ARM64:-0}" != 1 ] && ! { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] &&
+  command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null; }; then
+  $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu qemu-user-static
+fi
