@@ -186,7 +186,8 @@ typedef struct fewstep_request {
   void *user_data;
   // Refuse the request with `FEWSTEP_ERROR_MEMORY_BUDGET` when its
   // estimated memory exceeds this many bytes; 0 = the library default,
-  // 4 GiB (default 0). Appended after the first published layout:
+  // 512 MiB, chosen for phones (default 0); `fewstep_estimate_memory`
+  // gives a request's estimate. Appended after the first published layout:
   // requests from headers without it get the default.
   uint64_t memory_budget;
   // Per-image class labels: `labels_len` values (1, or one per image),
@@ -260,13 +261,34 @@ const char *fewstep_status_name(int status);
 enum fewstep_status fewstep_model_load(const char *path, struct fewstep_model **out);
 
 // Loads a model from bytes in memory (Android assets, iOS bundles). The
-// bytes are copied; the caller may free them after the call.
+// library reads the bytes during the call and keeps none of them (the
+// weights are decoded into the model's own layout), so the caller may free
+// them as soon as it returns. To avoid holding the file in memory at all,
+// load from a path or with `fewstep_model_load_fd`.
 //
 // # Safety
 // `data` must be NULL or point to `len` readable bytes; `out` NULL or writable.
 enum fewstep_status fewstep_model_load_bytes(const uint8_t *data,
                                              size_t len,
                                              struct fewstep_model **out);
+
+// Loads a model from `length` bytes of the open file descriptor `fd`,
+// starting at byte `offset` (`length` 0: to the end of the file): what
+// Android's `AAsset_openFileDescriptor` gives for an asset stored
+// uncompressed in the APK. The bytes are decoded as they are read and never
+// all held in memory; the peak while loading is the model's own memory
+// (see `ffi/README.md`). `fd` stays open and owned by the caller (close it
+// whenever you like after the call) and its file position does not move.
+// A pipe or socket needs an explicit `length`. Unix only: elsewhere the
+// call fails with `FEWSTEP_ERROR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `out` NULL or writable. Any `fd` value is accepted (a closed or invalid
+// one fails with `FEWSTEP_ERROR_IO`).
+enum fewstep_status fewstep_model_load_fd(int32_t fd,
+                                          uint64_t offset,
+                                          uint64_t length,
+                                          struct fewstep_model **out);
 
 // A second handle to the same loaded model (nothing is copied or reloaded),
 // or NULL when `model` is NULL. Each handle is freed on its own with

@@ -1,9 +1,11 @@
 /*
- * generate.c: what an app does with libfewstep. Load a model, generate a
- * batch of images with a seed while showing progress and a live RGB8
- * preview of every step, write them side by side as a binary PPM; then
- * start a second generation and cancel it from another thread (as a UI
- * thread would), keeping the latest estimate.
+ * generate.c: what an app does with libfewstep. Load a model from an open
+ * file descriptor (as from Android's AAsset_openFileDescriptor), generate a
+ * batch of images with a seed into an RGBA8 buffer whose rows are padded to
+ * 64 bytes (as an Android Bitmap or a CVPixelBuffer is), showing progress
+ * and a live RGB8 preview of every step; write them side by side as a
+ * binary PPM; then start a second generation and cancel it from another
+ * thread (as a UI thread would), keeping the latest estimate; free all.
  *
  *   cc -std=c99 -pthread -I include examples/c/generate.c -L target/release -lfewstep -o generate
  *   ./generate model.onnx out.ppm [batch] [seed]
@@ -11,10 +13,12 @@
  * Every fewstep call's status is checked; failures print fewstep_last_error().
  */
 #define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fewstep.h"
 
@@ -99,9 +103,19 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "libfewstep %s\n", fewstep_version());
 
+    /* An app holding a descriptor (an APK asset: its offset and length in
+     * the APK) loads without reading the file into memory first; with a
+     * plain path, fewstep_model_load does the same. */
+    int fd = open(model_path, O_RDONLY);
+    if (fd < 0) {
+        perror(model_path);
+        fprintf(stderr, "FEWSTEP_ERROR_IO: cannot open the model\n");
+        return 1;
+    }
     fewstep_model *model = NULL;
-    fewstep_status st = fewstep_model_load(model_path, &model);
-    if (st != FEWSTEP_OK) return fail("fewstep_model_load", st);
+    fewstep_status st = fewstep_model_load_fd(fd, 0, 0 /* to the end */, &model);
+    close(fd); /* the library keeps nothing of the descriptor */
+    if (st != FEWSTEP_OK) return fail("fewstep_model_load_fd", st);
 
     fewstep_model_info info;
     st = fewstep_model_get_info(model, &info);
@@ -127,28 +141,32 @@ int main(int argc, char **argv) {
     req.preview_format = FEWSTEP_PREVIEW_RGB8;
     req.user_data = (void *)"generate";
 
+    /* RGBA8 rows padded to 64 bytes, images stacked vertically: the
+     * layout of a locked Android Bitmap or a CVPixelBuffer. */
+    size_t stride = ((size_t)info.width * 4 + 63) / 64 * 64;
     size_t len = 0;
-    st = fewstep_rgb8_len(model, req.batch, &len);
+    st = fewstep_pixels_len(model, req.batch, FEWSTEP_PIXELS_RGBA8, stride, &len);
     if (st != FEWSTEP_OK) {
         fewstep_model_free(model);
-        return fail("fewstep_rgb8_len", st);
+        return fail("fewstep_pixels_len", st);
     }
+    fprintf(stderr, "RGBA8 buffer: %zu bytes, row stride %zu\n", len, stride);
     uint8_t *pixels = malloc(len);
     if (!pixels) {
         fewstep_model_free(model);
         fprintf(stderr, "out of memory\n");
         return 1;
     }
-    st = fewstep_generate_rgb8(model, &req, pixels, len);
+    st = fewstep_generate_pixels(model, &req, FEWSTEP_PIXELS_RGBA8, pixels, stride, len);
     if (st == FEWSTEP_CANCELLED) {
         fprintf(stderr, "cancelled: writing the latest estimate\n");
     } else if (st != FEWSTEP_OK) {
         free(pixels);
         fewstep_model_free(model);
-        return fail("fewstep_generate_rgb8", st);
+        return fail("fewstep_generate_pixels", st);
     }
 
-    /* [N,H,W,3] -> one row of N images. */
+    /* N images stacked vertically -> one row of N images, RGBA -> RGB. */
     FILE *f = fopen(out_path, "wb");
     if (!f) {
         perror(out_path);
@@ -160,7 +178,8 @@ int main(int argc, char **argv) {
     fprintf(f, "P6\n%u %u\n255\n", w * n, h);
     for (unsigned y = 0; y < h; y++)
         for (unsigned i = 0; i < n; i++)
-            fwrite(pixels + ((size_t)i * h * w + (size_t)y * w) * 3, 3, w, f);
+            for (unsigned x = 0; x < w; x++)
+                fwrite(pixels + ((size_t)i * h + y) * stride + (size_t)x * 4, 1, 3, f);
     int write_failed = ferror(f);
     if (fclose(f) != 0 || write_failed) {
         fprintf(stderr, "%s: write failed\n", out_path);
@@ -185,7 +204,7 @@ int main(int argc, char **argv) {
         again.preview = on_preview_signal;
         again.user_data = &ui;
         again.cancel = token;
-        st = fewstep_generate_rgb8(model, &again, pixels, len);
+        st = fewstep_generate_pixels(model, &again, FEWSTEP_PIXELS_RGBA8, pixels, stride, len);
         pthread_join(thread, NULL);
         if (st == FEWSTEP_CANCELLED) {
             fprintf(stderr, "cancelled from the UI thread: %s\n", fewstep_last_error());

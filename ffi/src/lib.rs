@@ -183,7 +183,8 @@ pub struct fewstep_request {
     pub user_data: *mut c_void,
     /// Refuse the request with `FEWSTEP_ERROR_MEMORY_BUDGET` when its
     /// estimated memory exceeds this many bytes; 0 = the library default,
-    /// 4 GiB (default 0). Appended after the first published layout:
+    /// 512 MiB, chosen for phones (default 0); `fewstep_estimate_memory`
+    /// gives a request's estimate. Appended after the first published layout:
     /// requests from headers without it get the default.
     pub memory_budget: u64,
     /// Per-image class labels: `labels_len` values (1, or one per image),
@@ -292,7 +293,7 @@ impl Failure {
 impl From<LoadError> for Failure {
     fn from(e: LoadError) -> Self {
         let status = match e {
-            LoadError::Io { .. } => FEWSTEP_ERROR_IO,
+            LoadError::Io { .. } | LoadError::Region { .. } => FEWSTEP_ERROR_IO,
             _ => FEWSTEP_ERROR_INVALID_MODEL,
         };
         Failure::new(status, e.to_string())
@@ -548,7 +549,10 @@ fn path_from_bytes(bytes: &[u8]) -> Result<std::path::PathBuf, Failure> {
 }
 
 /// Loads a model from bytes in memory (Android assets, iOS bundles). The
-/// bytes are copied; the caller may free them after the call.
+/// library reads the bytes during the call and keeps none of them (the
+/// weights are decoded into the model's own layout), so the caller may free
+/// them as soon as it returns. To avoid holding the file in memory at all,
+/// load from a path or with `fewstep_model_load_fd`.
 ///
 /// # Safety
 /// `data` must be NULL or point to `len` readable bytes; `out` NULL or writable.
@@ -571,6 +575,66 @@ pub unsafe extern "C" fn fewstep_model_load_bytes(
         let bytes = unsafe { std::slice::from_raw_parts(data, len) };
         store_model(out, Model::from_bytes(bytes))
     })
+}
+
+/// Loads a model from `length` bytes of the open file descriptor `fd`,
+/// starting at byte `offset` (`length` 0: to the end of the file): what
+/// Android's `AAsset_openFileDescriptor` gives for an asset stored
+/// uncompressed in the APK. The bytes are decoded as they are read and never
+/// all held in memory; the peak while loading is the model's own memory
+/// (see `ffi/README.md`). `fd` stays open and owned by the caller (close it
+/// whenever you like after the call) and its file position does not move.
+/// A pipe or socket needs an explicit `length`. Unix only: elsewhere the
+/// call fails with `FEWSTEP_ERROR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `out` NULL or writable. Any `fd` value is accepted (a closed or invalid
+/// one fails with `FEWSTEP_ERROR_IO`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_model_load_fd(
+    fd: i32,
+    offset: u64,
+    length: u64,
+    out: *mut *mut fewstep_model,
+) -> fewstep_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        let file = file_of_fd(fd)?;
+        let len = (length != 0).then_some(length);
+        store_model(out, Model::from_file_region(&file, offset, len))
+    })
+}
+
+/// An owned duplicate of the caller's `fd` (closing ours leaves theirs open).
+#[cfg(unix)]
+fn file_of_fd(fd: i32) -> Result<std::fs::File, Failure> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(Failure::new(
+            FEWSTEP_ERROR_INVALID_ARGUMENT,
+            format!("fd is {fd}: not a file descriptor"),
+        ));
+    }
+    // `fcntl(F_DUPFD_CLOEXEC)` on a closed descriptor fails with EBADF
+    // without touching anything; a BorrowedFd that lives only for this
+    // call is not kept.
+    // SAFETY: the descriptor is only duplicated, never closed or kept.
+    let dup = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .map_err(|e| Failure::new(FEWSTEP_ERROR_IO, format!("file descriptor {fd}: {e}")))?;
+    Ok(std::fs::File::from(dup))
+}
+
+#[cfg(not(unix))]
+fn file_of_fd(fd: i32) -> Result<std::fs::File, Failure> {
+    Err(Failure::new(
+        FEWSTEP_ERROR_INVALID_ARGUMENT,
+        format!("fd {fd}: loading from a file descriptor needs a Unix system"),
+    ))
 }
 
 /// A second handle to the same loaded model (nothing is copied or reloaded),

@@ -338,6 +338,10 @@ fn example_program_generates_a_ppm() {
             valgrind,
         );
         assert!(
+            log.contains("RGBA8 buffer: 720 bytes, row stride 64"),
+            "3 images of 4x4 as RGBA8 with 64-byte rows:\n{log}"
+        );
+        assert!(
             log.contains("step 1/2") && log.contains("step 2/2"),
             "progress printed:\n{log}"
         );
@@ -378,6 +382,54 @@ fn error_paths_cancellation_and_threads() {
         assert!(log.contains("0 failures"), "{log}");
         assert!(!log.contains("FAIL"), "{log}");
     }
+}
+
+#[test]
+fn loading_from_a_path_bytes_or_a_file_descriptor() {
+    let tmp = work_dir();
+    let dir = tmp.path();
+    let cm = dir.join("cm-load.onnx");
+    std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
+    let valgrind = have_valgrind();
+    for exe in build(&repo().join("ffi/tests/c/loading.c"), "loading", dir) {
+        let log = run_checked(&exe, &[&cm, dir], valgrind);
+        assert!(log.contains("0 failures"), "{log}");
+        assert!(!log.contains("FAIL"), "{log}");
+    }
+}
+
+/// Every C block in `ffi/README.md` marked `<!-- compiled by
+/// ffi/tests/c_api.rs -->` (the Android JNI shim) compiles as C99 with
+/// warnings as errors against the header and the NDK declarations in
+/// `ffi/tests/c/platform/`.
+#[test]
+fn readme_platform_snippets_compile_as_c() {
+    let readme = std::fs::read_to_string(repo().join("ffi/README.md")).expect("read README");
+    let marker = "<!-- compiled by ffi/tests/c_api.rs -->\n```c\n";
+    let tmp = work_dir();
+    let mut compiled = 0;
+    for (i, part) in readme.split(marker).skip(1).enumerate() {
+        let code = part.split("\n```").next().expect("a closing fence");
+        let tu = tmp.path().join(format!("snippet{i}.c"));
+        std::fs::write(&tu, code).expect("write snippet");
+        run(Command::new("cc")
+            .args([
+                "-std=c99",
+                "-D_POSIX_C_SOURCE=200809L",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(repo().join("include"))
+            .arg("-I")
+            .arg(repo().join("ffi/tests/c/platform"))
+            .arg(&tu));
+        compiled += 1;
+    }
+    assert!(compiled >= 1, "no marked C snippet found in ffi/README.md");
 }
 
 /// `identical` generations of `log`'s summary line matched the serial run,

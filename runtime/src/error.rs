@@ -14,6 +14,16 @@ pub enum LoadError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A region of an open file (`Model::from_file_region`) could not be read.
+    #[error("cannot read the model at byte {offset}{} of the open file: {source}", match .len { Some(n) => format!(" (length {n})"), None => String::new() })]
+    Region {
+        /// Where the model starts in the file.
+        offset: u64,
+        /// Its length (`None`: to the end of the file).
+        len: Option<u64>,
+        /// The OS error, or why the region does not fit the file.
+        source: std::io::Error,
+    },
     /// The bytes are not an ONNX protobuf (truncated or not ONNX at all).
     #[error("not a valid ONNX model (protobuf decoding failed: {0})")]
     Decode(String),

@@ -25,6 +25,7 @@ use graph::{group_norm, winograd};
 mod images;
 mod memory;
 mod model;
+mod model_file;
 mod stamp;
 
 pub use edit_input::{read_init_image, read_mask};

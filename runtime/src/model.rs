@@ -12,6 +12,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::error::LoadError;
+use crate::model_file::RegionError;
 use crate::winograd::ConvAlgorithm;
 
 /// ONNX `TensorProto.DataType` codes used here.
@@ -546,29 +547,53 @@ pub struct Model {
 
 impl Model {
     /// Loads a model from a `.onnx` file (external data next to it resolves).
+    /// The file is decoded as it is read: its bytes are never all in memory.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
         let io = |source| LoadError::Io {
             path: path.to_path_buf(),
             source,
         };
+        let file = std::fs::File::open(path).map_err(io)?;
         // Reading /dev/zero or a FIFO would never end (or exhaust memory).
-        if !std::fs::metadata(path).map_err(io)?.is_file() {
+        if !file.metadata().map_err(io)?.is_file() {
             return Err(io(std::io::Error::other("not a regular file")));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        let proto = match crate::model_file::decode_region(&file, 0, None) {
+            Ok(proto) => proto,
+            Err(RegionError::Io(e)) => return Err(io(e)),
+            Err(RegionError::Load(e)) => return Err(e),
+        };
+        drop(file);
         let dir = path.parent().and_then(|d| d.to_str());
-        Self::from_proto_bytes(&bytes, Some(dir.unwrap_or(".")))
+        Self::from_proto(&proto, Some(dir.unwrap_or(".")))
+    }
+
+    /// Loads a model from `len` bytes of an open file starting at `offset`
+    /// (`len` `None`: to the end of the file); what Android's
+    /// `AAsset_openFileDescriptor` gives for an uncompressed asset. The
+    /// bytes are decoded as they are read, never all in memory, and on Unix
+    /// the file's cursor does not move. A model with external data cannot be
+    /// loaded this way (there is no directory to find it in).
+    pub fn from_file_region(
+        file: &std::fs::File,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Self, LoadError> {
+        let proto = crate::model_file::decode_region(file, offset, len).map_err(|e| match e {
+            RegionError::Io(source) => LoadError::Region {
+                offset,
+                len,
+                source,
+            },
+            RegionError::Load(e) => e,
+        })?;
+        Self::from_proto(&proto, None)
     }
 
     /// Loads a model from the bytes of a `.onnx` file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
-        Self::from_proto_bytes(bytes, None)
-    }
-
-    fn from_proto_bytes(bytes: &[u8], dir: Option<&str>) -> Result<Self, LoadError> {
-        let proto = decode(bytes)?;
-        Self::from_proto(&proto, dir)
+        Self::from_proto(&decode(bytes)?, None)
     }
 
     /// Loads a model from a decoded `ModelProto`.

@@ -335,3 +335,46 @@ fn non_finite_network_output_is_an_error() {
     let e = model.generate().steps(3).run().unwrap_err();
     assert!(matches!(e, GenerateError::NonFinite { step: 1, .. }), "{e}");
 }
+
+/// A model inside a bigger file (an APK asset) loads from its region, to the
+/// same images as from its bytes; a region past the end is `Region`, and
+/// one that cuts the model short is `Decode`.
+#[test]
+fn model_from_a_file_region() {
+    use std::io::Write;
+    let bytes = GaussSpec::new(3, 8, 8, "v", Sched::Cosine).bytes();
+    let mut file = tempfile::tempfile().expect("temp file");
+    file.write_all(b"prefix").unwrap();
+    file.write_all(&bytes).unwrap();
+    file.write_all(b"suffix").unwrap();
+    let len = bytes.len() as u64;
+    let want = Model::from_bytes(&bytes)
+        .unwrap()
+        .generate()
+        .batch(2)
+        .seed(3)
+        .threads(1)
+        .run()
+        .unwrap();
+    let m = Model::from_file_region(&file, 6, Some(len)).expect("region loads");
+    let got = m.generate().batch(2).seed(3).threads(1).run().unwrap();
+    assert_eq!(want.data(), got.data());
+    match Model::from_file_region(&file, 6, Some(len + 7)) {
+        Err(LoadError::Region {
+            offset: 6,
+            len: Some(_),
+            source,
+        }) => {
+            assert!(source.to_string().contains("bytes"), "{source}")
+        }
+        other => panic!("past the end: {other:?}"),
+    }
+    assert!(matches!(
+        Model::from_file_region(&file, 6, Some(len - 1)),
+        Err(LoadError::Decode(_))
+    ));
+    assert!(matches!(
+        Model::from_file_region(&file, 6, None),
+        Err(LoadError::Decode(_))
+    ));
+}

@@ -59,7 +59,7 @@ fn huge_batches_are_refused_quickly_before_allocating() {
     // The message names the batch and both sizes.
     let e = m.generate().batch(1 << 40).run().unwrap_err().to_string();
     assert!(
-        e.contains("batch of 1099511627776") && e.contains("memory budget of 4096 MiB"),
+        e.contains("batch of 1099511627776") && e.contains("memory budget of 512 MiB"),
         "{e}"
     );
 }
@@ -195,7 +195,7 @@ fn cli_memory_budget_flag() {
     let o = run(&["--batch", "100000000000"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("over the memory budget of 4096 MiB"), "{err}");
+    assert!(err.contains("over the memory budget of 512 MiB"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // A small explicit budget refuses a small batch.
     let o = run(&["--batch", "4", "--memory-budget", "1K"]);
