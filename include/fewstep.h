@@ -41,6 +41,19 @@
 // `[N,H,W,3]` (`len` bytes; one channel expanded to gray RGB).
 #define FEWSTEP_PREVIEW_RGB8 1
 
+// `fewstep_request.pool_wait`: the library's choice (today
+// `FEWSTEP_WAIT_SPIN`; see `ffi/README.md`, "Threads and battery").
+#define FEWSTEP_WAIT_DEFAULT 0
+
+// `fewstep_request.pool_wait`: with `threads > 1`, the helper threads spin
+// between the parallel parts of each network evaluation: fastest, but
+// they keep their cores busy for the whole call.
+#define FEWSTEP_WAIT_SPIN 1
+
+// `fewstep_request.pool_wait`: the helper threads sleep when out of work:
+// no cycles burnt waiting (battery, other apps' threads), for some speed.
+#define FEWSTEP_WAIT_SLEEP 2
+
 // Interleaved R, G, B bytes per pixel (one channel is expanded to gray RGB).
 #define FEWSTEP_PIXELS_RGB8 0
 
@@ -232,6 +245,10 @@ typedef struct fewstep_request {
   // the network (default NULL). It must stay alive until this call
   // returns.
   const struct fewstep_cancel_token *cancel;
+  // `FEWSTEP_WAIT_*`: what the helper threads of a call with
+  // `threads > 1` do between operators (default `FEWSTEP_WAIT_DEFAULT`).
+  // Appended in the fourth layout.
+  uint32_t pool_wait;
 } fewstep_request;
 
 #ifdef __cplusplus

@@ -5,6 +5,16 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
+# `apt-get update` fails when one index of one architecture is mid-sync on
+# the mirror (seen here: "File has unexpected size"), although the packages
+# needed are usually reachable: go on with the indexes it has, and retry the
+# install once after a second update.
+apt_update() { $SUDO apt-get update -qq || echo "setup: apt-get update reported errors; going on"; }
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" ||
+    { sleep 20; apt_update; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"; }
+}
+
 need=()
 # Fashion-MNIST (idx files under /usr/share/datasets/fashion-mnist/): the
 # trainer's real data.
@@ -16,8 +26,8 @@ command -v c++ >/dev/null || need+=(g++)
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  apt_update
+  apt_install "${need[@]}"
 fi
 
 # onnx (checker) and onnxruntime: cross-checks of exported models and the
@@ -35,7 +45,6 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 if [ "${FEWSTEP_SKIP_ARM64:-0}" != 1 ] && ! { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] &&
   command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null; }; then
   $SUDO dpkg --add-architecture arm64
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu qemu-user-static
+  apt_update
+  apt_install rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu qemu-user-static
 fi

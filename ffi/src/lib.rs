@@ -110,6 +110,17 @@ pub const FEWSTEP_PREVIEW_F32: u32 = 0;
 /// `[N,H,W,3]` (`len` bytes; one channel expanded to gray RGB).
 pub const FEWSTEP_PREVIEW_RGB8: u32 = 1;
 
+/// `fewstep_request.pool_wait`: the library's choice (today
+/// `FEWSTEP_WAIT_SPIN`; see `ffi/README.md`, "Threads and battery").
+pub const FEWSTEP_WAIT_DEFAULT: u32 = 0;
+/// `fewstep_request.pool_wait`: with `threads > 1`, the helper threads spin
+/// between the parallel parts of each network evaluation: fastest, but
+/// they keep their cores busy for the whole call.
+pub const FEWSTEP_WAIT_SPIN: u32 = 1;
+/// `fewstep_request.pool_wait`: the helper threads sleep when out of work:
+/// no cycles burnt waiting (battery, other apps' threads), for some speed.
+pub const FEWSTEP_WAIT_SLEEP: u32 = 2;
+
 /// Called after each step with the current clean-image estimate `x_hat`
 /// of every image (after guidance, clipping and an inpainting mask), in
 /// `fewstep_request.preview_format`: `pixels` holds `len` floats or bytes
@@ -229,6 +240,10 @@ pub struct fewstep_request {
     /// the network (default NULL). It must stay alive until this call
     /// returns.
     pub cancel: *const fewstep_cancel_token,
+    /// `FEWSTEP_WAIT_*`: what the helper threads of a call with
+    /// `threads > 1` do between operators (default `FEWSTEP_WAIT_DEFAULT`).
+    /// Appended in the fourth layout.
+    pub pool_wait: u32,
 }
 
 const REQUEST_SIZE: usize = std::mem::size_of::<fewstep_request>();
@@ -238,8 +253,15 @@ const REQUEST_SIZE: usize = std::mem::size_of::<fewstep_request>();
 const REQUEST_MIN_SIZE: usize = std::mem::offset_of!(fewstep_request, memory_budget);
 /// The second layout: up to and including `memory_budget`.
 const REQUEST_V2_SIZE: usize = std::mem::offset_of!(fewstep_request, labels);
+/// The third layout: up to and including `cancel`.
+const REQUEST_V3_SIZE: usize = std::mem::offset_of!(fewstep_request, pool_wait);
 /// Every `struct_size` a published header gives, oldest first.
-const REQUEST_SIZES: [usize; 3] = [REQUEST_MIN_SIZE, REQUEST_V2_SIZE, REQUEST_SIZE];
+const REQUEST_SIZES: [usize; 4] = [
+    REQUEST_MIN_SIZE,
+    REQUEST_V2_SIZE,
+    REQUEST_V3_SIZE,
+    REQUEST_SIZE,
+];
 
 impl Default for fewstep_request {
     fn default() -> Self {
@@ -268,6 +290,7 @@ impl Default for fewstep_request {
             preview: None,
             preview_format: FEWSTEP_PREVIEW_F32,
             cancel: std::ptr::null(),
+            pool_wait: FEWSTEP_WAIT_DEFAULT,
         }
     }
 }
@@ -928,9 +951,23 @@ unsafe fn run(model: &fewstep_model, req: &fewstep_request) -> Result<Images, Fa
             ),
         ));
     }
+    let pool_wait = match req.pool_wait {
+        FEWSTEP_WAIT_DEFAULT => fewstep_runtime::PoolWait::default(),
+        FEWSTEP_WAIT_SPIN => fewstep_runtime::PoolWait::Spin,
+        FEWSTEP_WAIT_SLEEP => fewstep_runtime::PoolWait::Sleep,
+        other => {
+            return Err(Failure::new(
+                FEWSTEP_ERROR_INVALID_ARGUMENT,
+                format!(
+                    "pool_wait {other} is not FEWSTEP_WAIT_DEFAULT (0), FEWSTEP_WAIT_SPIN (1) or FEWSTEP_WAIT_SLEEP (2)"
+                ),
+            ));
+        }
+    };
     let mut builder = model
         .inner
         .generate()
+        .pool_wait(pool_wait)
         .batch(req.batch as usize)
         .sampler(sampler_choice(req.sampler)?)
         .guidance(req.guidance)

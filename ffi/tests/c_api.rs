@@ -5,6 +5,11 @@
 //! setting on one model, bit-identical to a serial run; also under
 //! helgrind), under valgrind when
 //! it is installed. Also compiles the header as C99 and C++ with -Wall -Werror.
+//!
+//! Another processor (`scripts/arm64.sh`): `FEWSTEP_C_CC` (a cross compiler),
+//! `FEWSTEP_C_LIB_DIR` (that target's libfewstep.a / .so) and
+//! `FEWSTEP_C_RUNNER` (an emulator, e.g. `qemu-aarch64-static`) build and run
+//! every C program for it; valgrind is then not used.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,6 +28,9 @@ fn repo() -> PathBuf {
 /// build the C libraries here (same profile and target directory; a no-op
 /// when they are fresh).
 fn lib_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FEWSTEP_C_LIB_DIR") {
+        return dir.into();
+    }
     static BUILD: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -211,7 +219,7 @@ fn build(src: &Path, name: &str, dir: &Path) -> [PathBuf; 2] {
     let lib = lib_dir();
     let include = repo().join("include");
     let stat = dir.join(format!("{name}-static"));
-    run(Command::new("cc")
+    run(Command::new(c_compiler())
         .args([
             "-std=c99",
             "-Wall",
@@ -235,7 +243,7 @@ fn build(src: &Path, name: &str, dir: &Path) -> [PathBuf; 2] {
         ])
         .arg(&stat));
     let dynamic = dir.join(format!("{name}-dynamic"));
-    run(Command::new("cc")
+    run(Command::new(c_compiler())
         .args([
             "-std=c99",
             "-Wall",
@@ -255,7 +263,28 @@ fn build(src: &Path, name: &str, dir: &Path) -> [PathBuf; 2] {
     [stat, dynamic]
 }
 
+/// The C compiler of the target the programs run on (`cc`: this machine).
+fn c_compiler() -> std::ffi::OsString {
+    std::env::var_os("FEWSTEP_C_CC").unwrap_or_else(|| "cc".into())
+}
+
+/// A command that runs the C program `exe` (through `FEWSTEP_C_RUNNER`, an
+/// emulator, when set).
+fn program(exe: &Path) -> Command {
+    match std::env::var_os("FEWSTEP_C_RUNNER") {
+        Some(runner) => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    }
+}
+
 fn have_valgrind() -> bool {
+    if std::env::var_os("FEWSTEP_C_RUNNER").is_some() {
+        return false;
+    }
     Command::new("valgrind")
         .arg("--version")
         .output()
@@ -277,7 +306,7 @@ fn run_checked(exe: &Path, args: &[&Path], valgrind: bool) -> String {
             .arg(exe)
             .args(args))
     } else {
-        run(Command::new(exe).args(args))
+        run(program(exe).args(args))
     }
 }
 
@@ -358,7 +387,7 @@ fn example_program_generates_a_ppm() {
         assert!(bytes.starts_with(header), "PPM header");
         assert_eq!(bytes.len(), header.len() + 12 * 4 * 3);
         // A missing model is reported with a status and message, exit 1.
-        let out = Command::new(&exe)
+        let out = program(&exe)
             .arg(dir.join("missing.onnx"))
             .arg(&ppm)
             .output()
@@ -412,7 +441,7 @@ fn readme_platform_snippets_compile_as_c() {
         let code = part.split("\n```").next().expect("a closing fence");
         let tu = tmp.path().join(format!("snippet{i}.c"));
         std::fs::write(&tu, code).expect("write snippet");
-        run(Command::new("cc")
+        run(Command::new(c_compiler())
             .args([
                 "-std=c99",
                 "-D_POSIX_C_SOURCE=200809L",
@@ -465,15 +494,14 @@ fn concurrent_callers_mixing_every_setting_match_a_serial_run() {
     // pools 2-6 of these 300 calls panicked, in every run; the shared
     // library runs fewer (the same code, linked differently).
     for (exe, generations) in [(&stat, 50), (&dynamic, 20)] {
-        let log =
-            run(Command::new(exe)
-                .arg(&tiny_cd4)
-                .args(["6", &generations.to_string(), "mix"]));
+        let log = run(program(exe)
+            .arg(&tiny_cd4)
+            .args(["6", &generations.to_string(), "mix"]));
         assert!(log.contains("threads per call: mixed"), "{log}");
         assert_all_identical(&log, 6 * generations);
         // Tiny models, 8 threads x 100: unconditional and conditional.
         for model in [&cm, &cond] {
-            let log = run(Command::new(exe).arg(model));
+            let log = run(program(exe).arg(model));
             assert_all_identical(&log, 800);
         }
     }

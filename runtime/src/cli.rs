@@ -85,8 +85,12 @@ enum Command {
         /// 2.25× fewer multiplies) or direct (tract's im2col).
         #[arg(long, default_value = "winograd")]
         conv: crate::ConvAlgorithm,
+        /// With several threads, what the helpers do between operators:
+        /// spin (fastest; keeps the cores busy for the whole run) or sleep.
+        #[arg(long, default_value = "spin")]
+        wait: crate::PoolWait,
         /// Refuse a request estimated to need more memory than this (bytes,
-        /// or with a unit: 512M, 2G; default 4G).
+        /// or with a unit: 512M, 2G; default 512M).
         #[arg(long, value_parser = crate::parse_bytes)]
         memory_budget: Option<u64>,
         /// No progress bar.
@@ -199,6 +203,7 @@ fn run(cmd: Command) -> Result<(), String> {
             clip,
             threads,
             batched,
+            wait,
             conv,
             memory_budget,
             quiet,
@@ -280,6 +285,7 @@ fn run(cmd: Command) -> Result<(), String> {
             if let Some(t) = threads {
                 req = req.threads(t);
             }
+            req = req.pool_wait(wait);
             if batched {
                 req = req.execution(crate::Execution::Batched);
             }

@@ -25,6 +25,49 @@ pub enum Execution {
     Batched,
 }
 
+/// What a call's helper threads do between the parallel parts of a forward
+/// (only calls with more than one thread have helpers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolWait {
+    /// Stay awake (spin, yielding to queued work) until the call returns:
+    /// each operator's parallel part starts at once. The helpers keep their
+    /// cores busy for the whole call, useful work or not.
+    #[default]
+    Spin,
+    /// Sleep when out of work (rayon's own behaviour): no cycles burnt while
+    /// waiting, but every operator's parallel part first wakes the helpers.
+    Sleep,
+}
+
+impl PoolWait {
+    /// Every value, in the order of [`PoolWait::as_str`]'s names.
+    pub const ALL: [PoolWait; 2] = [PoolWait::Spin, PoolWait::Sleep];
+
+    /// `spin` or `sleep`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolWait::Spin => "spin",
+            PoolWait::Sleep => "sleep",
+        }
+    }
+}
+
+impl std::fmt::Display for PoolWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PoolWait {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PoolWait::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| format!("unknown pool wait `{s}` (expected spin or sleep)"))
+    }
+}
+
 /// The names of fewstep's worker threads start with this (`fewstep-0`, ...).
 pub const WORKER_THREAD_PREFIX: &str = "fewstep-";
 
@@ -130,6 +173,7 @@ pub(crate) struct Runner<'m> {
     /// Checked before every operator of a forward, so a cancel returns
     /// within one operator instead of one network evaluation.
     cancel: Option<CancelToken>,
+    wait: PoolWait,
 }
 
 impl std::fmt::Debug for Runner<'_> {
@@ -160,7 +204,14 @@ impl<'m> Runner<'m> {
             states: Vec::new(),
             batched_rows: 0,
             cancel: None,
+            wait: PoolWait::default(),
         })
+    }
+
+    /// What the pool's helpers do between parallel parts.
+    pub(crate) fn wait(mut self, wait: PoolWait) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// Stops a forward between two operators once `token` is cancelled; the
@@ -239,7 +290,7 @@ impl<'m> Runner<'m> {
         let cancel = self.cancel.as_ref();
         let result = match &self.pool {
             // On one of the pool's threads, as in `forward_per_image`.
-            Some(pool) => with_awake_pool(pool, || {
+            Some(pool) => on_pool(pool, self.wait, || {
                 multithread_tract_scope(Executor::MultiThread(Arc::clone(pool)), || {
                     run_state(state, inputs, cancel)
                 })
@@ -289,7 +340,7 @@ impl<'m> Runner<'m> {
             // from outside against 13.5 ms inside).
             Some(pool) if rows < self.threads => {
                 let exec = Executor::MultiThread(Arc::clone(pool));
-                with_awake_pool(pool, || {
+                on_pool(pool, self.wait, || {
                     multithread_tract_scope(exec, || {
                         states
                             .iter_mut()
@@ -337,6 +388,14 @@ fn run_state(
         Ok(outputs) => Ok(outputs),
         Err(_) if token.is_cancelled() => Err(GenerateError::Cancelled),
         Err(e) => Err(terr(e)),
+    }
+}
+
+/// Runs `f` on one of `pool`'s threads, its helpers waiting as `wait` says.
+fn on_pool<R: Send>(pool: &rayon::ThreadPool, wait: PoolWait, f: impl FnOnce() -> R + Send) -> R {
+    match wait {
+        PoolWait::Spin => with_awake_pool(pool, f),
+        PoolWait::Sleep => pool.install(f),
     }
 }
 

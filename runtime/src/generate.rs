@@ -10,7 +10,7 @@ use fewstep_core::drive::{
 use fewstep_core::{LengthMismatch, SamplerChoice, SamplingPlan, XVar};
 
 use crate::error::GenerateError;
-use crate::exec::{Execution, Runner};
+use crate::exec::{Execution, PoolWait, Runner};
 use crate::images::Images;
 use crate::model::Model;
 
@@ -79,6 +79,7 @@ pub struct GenerateRequest<'a> {
     clip: bool,
     threads: Option<usize>,
     execution: Execution,
+    pool_wait: PoolWait,
     progress: Option<ProgressFn<'a>>,
     cancel: Option<CancelToken>,
     memory_budget: Option<u64>,
@@ -99,6 +100,7 @@ impl std::fmt::Debug for GenerateRequest<'_> {
             .field("clip", &self.clip)
             .field("threads", &self.threads)
             .field("execution", &self.execution)
+            .field("pool_wait", &self.pool_wait)
             .field("memory_budget", &self.memory_budget)
             .field("init", &self.init.as_ref().map(Vec::len))
             .field("strength", &self.strength)
@@ -129,6 +131,7 @@ impl<'a> GenerateRequest<'a> {
             clip: false,
             threads: None,
             execution: Execution::default(),
+            pool_wait: PoolWait::default(),
             progress: None,
             cancel: None,
             memory_budget: None,
@@ -198,6 +201,16 @@ impl<'a> GenerateRequest<'a> {
     /// Execution strategy (default [`Execution::PerImage`]).
     pub fn execution(mut self, e: Execution) -> Self {
         self.execution = e;
+        self
+    }
+
+    /// What the call's helper threads do between the parallel parts of a
+    /// forward (with more than one thread; default [`PoolWait::Spin`]).
+    /// `Sleep` saves the cycles spinning burns (battery, other work on the
+    /// same cores) for some speed: `docs/PERFORMANCE.md`, "Spinning or
+    /// sleeping helpers".
+    pub fn pool_wait(mut self, wait: PoolWait) -> Self {
+        self.pool_wait = wait;
         self
     }
     /// Refuse the request up front if its estimated memory
@@ -395,7 +408,9 @@ impl Model {
         let mut net_in = vec![0f32; lens.net_in];
         let mut label_rows = vec![0i64; lens.labels];
 
-        let mut runner = Runner::new(self, req.execution, threads)?.cancel_with(req.cancel.clone());
+        let mut runner = Runner::new(self, req.execution, threads)?
+            .cancel_with(req.cancel.clone())
+            .wait(req.pool_wait);
         if req.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(GenerateError::Cancelled);
         }

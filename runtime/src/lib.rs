@@ -32,7 +32,7 @@ pub use edit_input::{read_init_image, read_mask};
 pub use error::{GenerateError, IoError, LoadError};
 #[doc(hidden)]
 pub use exec::with_awake_pool;
-pub use exec::{Execution, WORKER_THREAD_PREFIX};
+pub use exec::{Execution, PoolWait, WORKER_THREAD_PREFIX};
 pub use fewstep_core;
 pub use fewstep_core::{Conditioning, PlanError, SamplerChoice, SamplerKind, SamplingPlan};
 pub use generate::{CancelToken, DEFAULT_DIFFUSION_STEPS, GenerateRequest, Noise, Progress};

@@ -504,6 +504,53 @@ fn conv_flag_picks_the_algorithm_and_rejects_others() {
     );
 }
 
+#[test]
+fn wait_flag_spin_and_sleep_give_the_same_images() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = GaussSpec::new(3, 4, 4, "v", Sched::Cosine);
+    let model = write_model(&dir, "m.onnx", &spec);
+    let mut outs = vec![];
+    for wait in ["spin", "sleep"] {
+        let npy = tmp(&dir, &format!("{wait}.npy"));
+        let out = run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--steps",
+            "2",
+            "--batch",
+            "3",
+            "--threads",
+            "2",
+            "--wait",
+            wait,
+            "--quiet",
+            "--out",
+            s(&npy),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outs.push(fewstep::read_npy(&npy).unwrap());
+    }
+    assert_eq!(outs[0], outs[1]);
+    let o = tmp(&dir, "x.npy");
+    assert_fails(
+        &run(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--wait",
+            "busy",
+            "--out",
+            s(&o),
+        ]),
+        "spin or sleep",
+    );
+}
+
 fn write_gray_png(path: &Path, w: u32, h: u32, pixels: &[u8]) {
     image::GrayImage::from_raw(w, h, pixels.to_vec())
         .unwrap()

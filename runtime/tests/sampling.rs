@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use fewstep::{CancelToken, Execution, Model, SamplerChoice};
+use fewstep::{CancelToken, Execution, Model, PoolWait, SamplerChoice};
 
 const SCHEDULES: [Sched; 3] = [
     Sched::Cosine,
@@ -160,19 +160,35 @@ fn deterministic_across_batch_sizes_threads_and_execution_modes() {
         .unwrap();
     for threads in [1, 2, 3] {
         for batch in [1, 2, 5] {
-            let r = model
-                .generate()
-                .seed(9)
-                .batch(batch)
-                .steps(4)
-                .threads(threads)
-                .run()
-                .unwrap();
-            for i in 0..batch {
-                assert_eq!(r.image(i), base.image(i), "threads {threads} batch {batch}");
+            for wait in PoolWait::ALL {
+                let r = model
+                    .generate()
+                    .seed(9)
+                    .batch(batch)
+                    .steps(4)
+                    .threads(threads)
+                    .pool_wait(wait)
+                    .run()
+                    .unwrap();
+                for i in 0..batch {
+                    assert_eq!(
+                        r.image(i),
+                        base.image(i),
+                        "threads {threads} batch {batch} {wait}"
+                    );
+                }
             }
         }
     }
+    for wait in PoolWait::ALL {
+        assert_eq!(wait.as_str().parse::<PoolWait>(), Ok(wait));
+    }
+    assert!(
+        "busy"
+            .parse::<PoolWait>()
+            .unwrap_err()
+            .contains("spin or sleep")
+    );
     let one_thread_model = Model::from_bytes(&spec.bytes()).unwrap().with_threads(1);
     let r = one_thread_model
         .generate()

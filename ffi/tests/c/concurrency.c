@@ -36,7 +36,7 @@ static int *reference_status;
 static unsigned *reference_calls;
 
 struct settings {
-    uint32_t batch, threads;
+    uint32_t batch, threads, pool_wait;
     int rgb8, progress, cancel_at;
     int64_t label;
     float guidance;
@@ -46,6 +46,7 @@ static struct settings settings_of(unsigned g) {
     struct settings s;
     s.batch = 1 + (g / 2) % MAX_BATCH;
     s.threads = call_threads >= 0 ? (uint32_t)call_threads : (uint32_t)(g % 4);
+    s.pool_wait = (g / 5) % 3; /* FEWSTEP_WAIT_DEFAULT, _SPIN, _SLEEP */
     s.rgb8 = (g / 3) % 2;
     s.progress = g % 5 < 3;
     /* Only a multistep model has a step after which to stop early. */
@@ -79,6 +80,7 @@ static int generate(unsigned g, unsigned char *out, unsigned *calls) {
     req.batch = s.batch;
     req.seed = 1000 + g;
     req.threads = s.threads;
+    req.pool_wait = s.pool_wait;
     req.label = s.label;
     req.guidance = s.guidance;
     struct progress_state p = {0, s.cancel_at};

@@ -195,7 +195,7 @@ int main(int argc, char **argv) {
     bad.memory_budget = 1; /* not read: beyond the first layout */
     EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_OK, "request of the first layout (no memory_budget)");
 
-    /* Every struct_size other than the three published layouts' sizes. */
+    /* Every struct_size other than the four published layouts' sizes. */
     {
         unsigned accepted = 0, refused = 0;
         for (uint32_t size = 0; size <= sizeof req + 64; size++) {
@@ -205,13 +205,13 @@ int main(int argc, char **argv) {
             if (st == FEWSTEP_OK) accepted++;
             if (st == FEWSTEP_ERROR_STRUCT_SIZE) refused++;
             int published = size == sizeof req || size == offsetof(fewstep_request, memory_budget) ||
-                            size == offsetof(fewstep_request, labels);
+                            size == offsetof(fewstep_request, labels) || size == offsetof(fewstep_request, pool_wait);
             if ((st == FEWSTEP_OK) != published || (!published && st != FEWSTEP_ERROR_STRUCT_SIZE)) {
                 printf("FAIL: struct_size %u -> %s\n", size, fewstep_status_name(st));
                 failures++;
             }
         }
-        CHECK(accepted == 3 && refused == sizeof req + 62, "only the published struct_size values are accepted");
+        CHECK(accepted == 4 && refused == sizeof req + 61, "only the published struct_size values are accepted");
         bad = req;
         bad.struct_size = offsetof(fewstep_request, memory_budget) + 4;
         EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_STRUCT_SIZE, "struct_size ending inside memory_budget");
@@ -227,6 +227,22 @@ int main(int argc, char **argv) {
     bad = req;
     bad.clip = UINT32_MAX;
     EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_INVALID_ARGUMENT, "clip UINT32_MAX");
+    bad = req;
+    bad.pool_wait = 3;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_INVALID_ARGUMENT, "pool_wait 3");
+    bad.pool_wait = UINT32_MAX;
+    EXPECT(fewstep_generate_rgb8(cm, &bad, px, sizeof px), FEWSTEP_ERROR_INVALID_ARGUMENT, "pool_wait UINT32_MAX");
+    /* Spinning or sleeping helpers: the same images. */
+    {
+        unsigned char spin_px[sizeof px] = {0}, sleep_px[sizeof px] = {0};
+        bad = req;
+        bad.threads = 2;
+        bad.pool_wait = FEWSTEP_WAIT_SPIN;
+        EXPECT(fewstep_generate_rgb8(cm, &bad, spin_px, sizeof spin_px), FEWSTEP_OK, "2 threads, spinning helpers");
+        bad.pool_wait = FEWSTEP_WAIT_SLEEP;
+        EXPECT(fewstep_generate_rgb8(cm, &bad, sleep_px, sizeof sleep_px), FEWSTEP_OK, "2 threads, sleeping helpers");
+        CHECK(memcmp(spin_px, sleep_px, 2 * 4 * 4 * 3) == 0, "spinning and sleeping helpers give the same images");
+    }
 
     /* Memory budget: refused up front. */
     bad = req;
