@@ -42,12 +42,14 @@
 #define FEWSTEP_PREVIEW_RGB8 1
 
 // `fewstep_request.pool_wait`: the library's choice (today
-// `FEWSTEP_WAIT_SPIN`; see `ffi/README.md`, "Threads and battery").
+// `FEWSTEP_WAIT_SLEEP`; see `ffi/README.md`, "Threads and battery").
 #define FEWSTEP_WAIT_DEFAULT 0
 
 // `fewstep_request.pool_wait`: with `threads > 1`, the helper threads spin
-// between the parallel parts of each network evaluation: fastest, but
-// they keep their cores busy for the whole call.
+// between the parallel parts of each network evaluation: fastest when the
+// call has the cores to itself, but they keep their cores busy for the
+// whole call, and with more busy threads than cores (other calls, other
+// apps) throughput halves.
 #define FEWSTEP_WAIT_SPIN 1
 
 // `fewstep_request.pool_wait`: the helper threads sleep when out of work:
@@ -186,10 +188,10 @@ typedef struct fewstep_request {
   float guidance;
   // Threads for this call; 0 = all cores (default 0). The threads belong
   // to the model: a call with more than one takes a pool of its own from
-  // the model (made on first use, up to 4 idle pools kept) and its helper
-  // threads spin between operators for the length of the call — fastest,
-  // but on a phone `threads = 1` uses the least energy. The pools' threads
-  // end when the model's last handle is freed.
+  // the model (made on first use, up to 4 idle pools kept); its helper
+  // threads sleep or spin between operators as `pool_wait` says. On a
+  // phone `threads = 1` uses the least energy per image. The pools'
+  // threads end when the model's last handle is freed.
   uint32_t threads;
   // 1 clips each clean-image estimate to the data range, 0 does not (default 0).
   uint32_t clip;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fewstep::fewstep_core::format::ImageShape;
 use fewstep::fewstep_core::{Prediction, Schedule, StudentSteps};
-use fewstep::{ConvAlgorithm, Execution, Model, StampOptions};
+use fewstep::{ConvAlgorithm, Execution, Model, PoolWait, StampOptions};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
@@ -185,6 +185,8 @@ fn bench(c: &mut Criterion) {
                         .seed(1)
                         .steps(1)
                         .threads(k)
+                        .pool_wait(PoolWait::Spin)
+                        .pool_wait(PoolWait::Spin)
                         .execution(exec)
                         .run()
                         .unwrap()
@@ -200,6 +202,7 @@ fn bench(c: &mut Criterion) {
                     .seed(1)
                     .steps(8)
                     .threads(k)
+                    .pool_wait(PoolWait::Spin)
                     .run()
                     .unwrap()
             })
@@ -230,6 +233,8 @@ fn bench(c: &mut Criterion) {
                         .seed(1)
                         .steps(8)
                         .threads(k)
+                        .pool_wait(PoolWait::Spin)
+                        .pool_wait(PoolWait::Spin)
                         .cancel(token)
                         .on_progress(|p| {
                             if p.step == 1 {

@@ -86,8 +86,9 @@ enum Command {
         #[arg(long, default_value = "winograd")]
         conv: crate::ConvAlgorithm,
         /// With several threads, what the helpers do between operators:
-        /// spin (fastest; keeps the cores busy for the whole run) or sleep.
-        #[arg(long, default_value = "spin")]
+        /// sleep, or spin (faster when nothing else needs the cores; keeps
+        /// them busy for the whole run).
+        #[arg(long, default_value = "sleep")]
         wait: crate::PoolWait,
         /// Refuse a request estimated to need more memory than this (bytes,
         /// or with a unit: 512M, 2G; default 512M).

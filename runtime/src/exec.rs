@@ -27,15 +27,22 @@ pub enum Execution {
 
 /// What a call's helper threads do between the parallel parts of a forward
 /// (only calls with more than one thread have helpers).
+///
+/// The default is `Sleep`, from `examples/pool_wait.rs` on 2 cores (shipped
+/// model, batch 1; `docs/PERFORMANCE.md`): spinning made one call with 2
+/// threads 10–22 % faster, but with more busy threads than cores (two such
+/// calls at once) it halved the throughput, and on a small model it cost
+/// 1.7× the CPU time per image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PoolWait {
     /// Stay awake (spin, yielding to queued work) until the call returns:
     /// each operator's parallel part starts at once. The helpers keep their
-    /// cores busy for the whole call, useful work or not.
-    #[default]
+    /// cores busy for the whole call, useful work or not: fastest for a call
+    /// that has the cores to itself (as onnxruntime's default).
     Spin,
     /// Sleep when out of work (rayon's own behaviour): no cycles burnt while
-    /// waiting, but every operator's parallel part first wakes the helpers.
+    /// waiting, but each operator's parallel part may first wake the helpers.
+    #[default]
     Sleep,
 }
 
@@ -408,7 +415,7 @@ fn on_pool<R: Send>(pool: &rayon::ThreadPool, wait: PoolWait, f: impl FnOnce() -
 /// millisecond apart: long enough for rayon's idle threads to fall asleep,
 /// so each hand-over would wait for a thread to be woken (onnxruntime's
 /// pool spins between operators for the same reason). The helpers burn
-/// their cores for the length of `f`: the caller asked for those threads.
+/// their cores for the length of `f`: only with [`PoolWait::Spin`].
 /// Public (hidden) for the profiling example.
 pub fn with_awake_pool<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};

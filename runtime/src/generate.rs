@@ -205,10 +205,10 @@ impl<'a> GenerateRequest<'a> {
     }
 
     /// What the call's helper threads do between the parallel parts of a
-    /// forward (with more than one thread; default [`PoolWait::Spin`]).
-    /// `Sleep` saves the cycles spinning burns (battery, other work on the
-    /// same cores) for some speed: `docs/PERFORMANCE.md`, "Spinning or
-    /// sleeping helpers".
+    /// forward (with more than one thread; default [`PoolWait::Sleep`]).
+    /// `Spin` is faster for a call that has the cores to itself, and much
+    /// slower when other threads need them: `docs/PERFORMANCE.md`,
+    /// "Spinning or sleeping helpers".
     pub fn pool_wait(mut self, wait: PoolWait) -> Self {
         self.pool_wait = wait;
         self
