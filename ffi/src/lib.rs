@@ -520,17 +520,26 @@ fn status_name(v: c_int) -> &'static CStr {
     }
 }
 
-fn store_model(
+/// The loaders' common shape: `*out` is cleared first (so it is NULL after
+/// any failure), then `load` runs and its model becomes a new handle.
+fn load_into(
     out: *mut *mut fewstep_model,
-    loaded: Result<Model, LoadError>,
-) -> Result<fewstep_status, Failure> {
-    let model = loaded?;
-    let handle = Box::into_raw(Box::new(fewstep_model {
-        inner: std::sync::Arc::new(model),
-    }));
-    // SAFETY: `out` was checked non-NULL by the caller of this helper.
-    unsafe { *out = handle };
-    Ok(FEWSTEP_OK)
+    load: impl FnOnce() -> Result<Result<Model, LoadError>, Failure>,
+) -> fewstep_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        let model = load()??;
+        let handle = Box::into_raw(Box::new(fewstep_model {
+            inner: std::sync::Arc::new(model),
+        }));
+        // SAFETY: as above.
+        unsafe { *out = handle };
+        Ok(FEWSTEP_OK)
+    })
 }
 
 /// Loads a model from a file. On success `*out` holds a new handle; on
@@ -543,19 +552,13 @@ pub unsafe extern "C" fn fewstep_model_load(
     path: *const c_char,
     out: *mut *mut fewstep_model,
 ) -> fewstep_status {
-    guard(|| {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        // SAFETY: checked non-NULL; the caller guarantees it is writable.
-        unsafe { *out = std::ptr::null_mut() };
+    load_into(out, || {
         if path.is_null() {
             return Err(Failure::null("path"));
         }
         // SAFETY: the caller guarantees a NUL-terminated string.
         let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
-        let path = path_from_bytes(bytes)?;
-        store_model(out, Model::load(path))
+        Ok(Model::load(path_from_bytes(bytes)?))
     })
 }
 
@@ -587,18 +590,13 @@ pub unsafe extern "C" fn fewstep_model_load_bytes(
     len: usize,
     out: *mut *mut fewstep_model,
 ) -> fewstep_status {
-    guard(|| {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        // SAFETY: checked non-NULL; the caller guarantees it is writable.
-        unsafe { *out = std::ptr::null_mut() };
+    load_into(out, || {
         if data.is_null() {
             return Err(Failure::null("data"));
         }
         // SAFETY: the caller guarantees `len` readable bytes at `data`.
         let bytes = unsafe { std::slice::from_raw_parts(data, len) };
-        store_model(out, Model::from_bytes(bytes))
+        Ok(Model::from_bytes(bytes))
     })
 }
 
@@ -622,15 +620,10 @@ pub unsafe extern "C" fn fewstep_model_load_fd(
     length: u64,
     out: *mut *mut fewstep_model,
 ) -> fewstep_status {
-    guard(|| {
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        // SAFETY: checked non-NULL; the caller guarantees it is writable.
-        unsafe { *out = std::ptr::null_mut() };
+    load_into(out, || {
         let file = file_of_fd(fd)?;
         let len = (length != 0).then_some(length);
-        store_model(out, Model::from_file_region(&file, offset, len))
+        Ok(Model::from_file_region(&file, offset, len))
     })
 }
 

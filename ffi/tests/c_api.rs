@@ -397,40 +397,47 @@ fn example_program_generates_a_ppm() {
     }
 }
 
-#[test]
-fn error_paths_cancellation_and_threads() {
+/// Builds the C test `ffi/tests/c/{name}.c` (static and dynamic), writes
+/// the tiny models `(student_steps, num_classes)` it takes, and runs it with
+/// those model paths followed by the work directory (under valgrind when
+/// available); every check must pass.
+fn run_c_test(name: &str, models: &[(u32, u32)], with_dir: bool) {
     let tmp = work_dir();
     let dir = tmp.path();
-    let cm = dir.join("cm2.onnx");
-    let cond = dir.join("cond.onnx");
-    std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
-    std::fs::write(&cond, tiny_model(0, 3)).expect("write model");
+    let paths: Vec<PathBuf> = models
+        .iter()
+        .enumerate()
+        .map(|(i, &(steps, classes))| {
+            let p = dir.join(format!("{name}-{i}.onnx"));
+            std::fs::write(&p, tiny_model(steps, classes)).expect("write model");
+            p
+        })
+        .collect();
+    let mut args: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    if with_dir {
+        args.push(dir);
+    }
     let valgrind = have_valgrind();
-    for exe in build(&repo().join("ffi/tests/c/errors.c"), "errors", dir) {
-        let log = run_checked(&exe, &[&cm, &cond], valgrind);
+    let src = repo().join(format!("ffi/tests/c/{name}.c"));
+    for exe in build(&src, name, dir) {
+        let log = run_checked(&exe, &args, valgrind);
         assert!(log.contains("0 failures"), "{log}");
         assert!(!log.contains("FAIL"), "{log}");
     }
+}
+
+#[test]
+fn error_paths_cancellation_and_threads() {
+    // An unconditional consistency model (T = 2), a conditional diffusion
+    // model (3 classes).
+    run_c_test("errors", &[(2, 0), (0, 3)], false);
 }
 
 #[test]
 fn loading_from_a_path_bytes_or_a_file_descriptor() {
-    let tmp = work_dir();
-    let dir = tmp.path();
-    let cm = dir.join("cm-load.onnx");
-    std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
-    let valgrind = have_valgrind();
-    for exe in build(&repo().join("ffi/tests/c/loading.c"), "loading", dir) {
-        let log = run_checked(&exe, &[&cm, dir], valgrind);
-        assert!(log.contains("0 failures"), "{log}");
-        assert!(!log.contains("FAIL"), "{log}");
-    }
+    run_c_test("loading", &[(2, 0)], true);
 }
 
-/// Every C block in `ffi/README.md` marked `<!-- compiled by
-/// ffi/tests/c_api.rs -->` (the Android JNI shim) compiles as C99 with
-/// warnings as errors against the header and the NDK declarations in
-/// `ffi/tests/c/platform/`.
 #[test]
 fn readme_platform_snippets_compile_as_c() {
     let readme = std::fs::read_to_string(repo().join("ffi/README.md")).expect("read README");
@@ -531,30 +538,11 @@ fn concurrent_callers_mixing_every_setting_match_a_serial_run() {
 
 #[test]
 fn editing_labels_noise_previews_and_cancel_tokens() {
-    let tmp = work_dir();
-    let dir = tmp.path();
-    let cm = dir.join("cm4.onnx");
-    let diff = dir.join("diff.onnx");
-    std::fs::write(&cm, tiny_model(4, 3)).expect("write model");
-    std::fs::write(&diff, tiny_model(0, 0)).expect("write model");
-    let valgrind = have_valgrind();
-    for exe in build(&repo().join("ffi/tests/c/editing.c"), "editing", dir) {
-        let log = run_checked(&exe, &[&cm, &diff], valgrind);
-        assert!(log.contains("0 failures"), "{log}");
-        assert!(!log.contains("FAIL"), "{log}");
-    }
+    // A conditional 4-step consistency model, an unconditional diffusion model.
+    run_c_test("editing", &[(4, 3), (0, 0)], false);
 }
 
 #[test]
 fn pixels_with_stride_and_memory_estimate() {
-    let tmp = work_dir();
-    let dir = tmp.path();
-    let cm = dir.join("cm-px.onnx");
-    std::fs::write(&cm, tiny_model(2, 0)).expect("write model");
-    let valgrind = have_valgrind();
-    for exe in build(&repo().join("ffi/tests/c/pixels.c"), "pixels", dir) {
-        let log = run_checked(&exe, &[&cm], valgrind);
-        assert!(log.contains("0 failures"), "{log}");
-        assert!(!log.contains("FAIL"), "{log}");
-    }
+    run_c_test("pixels", &[(2, 0)], false);
 }

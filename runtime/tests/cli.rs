@@ -458,28 +458,25 @@ fn stamp_turns_a_foreign_export_into_a_fewstep_model() {
     assert_eq!(a.data(), b.data());
 }
 
-#[test]
-fn conv_flag_picks_the_algorithm_and_rejects_others() {
+/// `generate` with each value of `flag` (plus `extra`) gives the same bits,
+/// and `bad` is refused with a message containing `expected`.
+fn flag_values_agree_and_bad_one_fails(
+    flag: &str,
+    values: &[&str],
+    extra: &[&str],
+    bad: &str,
+    expected: &str,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     let spec = GaussSpec::new(3, 4, 4, "v", Sched::Cosine);
     let model = write_model(&dir, "m.onnx", &spec);
     let mut outs = vec![];
-    for conv in ["winograd", "direct"] {
-        let npy = tmp(&dir, &format!("{conv}.npy"));
-        let out = run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--steps",
-            "2",
-            "--seed",
-            "3",
-            "--conv",
-            conv,
-            "--quiet",
-            "--out",
-            s(&npy),
-        ]);
+    for value in values {
+        let npy = tmp(&dir, &format!("{value}.npy"));
+        let mut args = vec!["generate", "--model", s(&model), "--steps", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[flag, value, "--quiet", "--out", s(&npy)]);
+        let out = run(&args);
         assert!(
             out.status.success(),
             "{}",
@@ -487,66 +484,36 @@ fn conv_flag_picks_the_algorithm_and_rejects_others() {
         );
         outs.push(fewstep::read_npy(&npy).unwrap());
     }
-    // This model has no 3×3 convolution: both give the same bits.
-    assert_eq!(outs[0], outs[1]);
+    assert!(
+        outs.windows(2).all(|w| w[0] == w[1]),
+        "{flag}: outputs differ"
+    );
     let o = tmp(&dir, "x.npy");
     assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--conv",
-            "fft",
-            "--out",
-            s(&o),
-        ]),
+        &run(&["generate", "--model", s(&model), flag, bad, "--out", s(&o)]),
+        expected,
+    );
+}
+
+#[test]
+fn conv_flag_picks_the_algorithm_and_rejects_others() {
+    // This model has no 3×3 convolution: both give the same bits.
+    flag_values_agree_and_bad_one_fails(
+        "--conv",
+        &["winograd", "direct"],
+        &["--seed", "3"],
+        "fft",
         "winograd or direct",
     );
 }
 
 #[test]
 fn wait_flag_spin_and_sleep_give_the_same_images() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let spec = GaussSpec::new(3, 4, 4, "v", Sched::Cosine);
-    let model = write_model(&dir, "m.onnx", &spec);
-    let mut outs = vec![];
-    for wait in ["spin", "sleep"] {
-        let npy = tmp(&dir, &format!("{wait}.npy"));
-        let out = run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--steps",
-            "2",
-            "--batch",
-            "3",
-            "--threads",
-            "2",
-            "--wait",
-            wait,
-            "--quiet",
-            "--out",
-            s(&npy),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        outs.push(fewstep::read_npy(&npy).unwrap());
-    }
-    assert_eq!(outs[0], outs[1]);
-    let o = tmp(&dir, "x.npy");
-    assert_fails(
-        &run(&[
-            "generate",
-            "--model",
-            s(&model),
-            "--wait",
-            "busy",
-            "--out",
-            s(&o),
-        ]),
+    flag_values_agree_and_bad_one_fails(
+        "--wait",
+        &["spin", "sleep"],
+        &["--batch", "3", "--threads", "2"],
+        "busy",
         "spin or sleep",
     );
 }
