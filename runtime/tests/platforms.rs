@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 
+use fewstep::fewstep_core::format::DataRange;
 use fewstep::{ConvAlgorithm, Model, npy_bytes, read_npy};
 
 fn data(name: &str) -> PathBuf {
@@ -27,7 +28,7 @@ fn bless() -> bool {
 /// Compares `got` with the reference `name` (writing it when blessing) and
 /// prints one row of the difference table: max |Δ| in the data range, and
 /// how many 8-bit pixels differ (and by how much at most).
-fn compare(name: &str, got: &[f32], shape: &[usize], data_range: (f32, f32)) -> (f32, u8) {
+fn compare(name: &str, got: &[f32], shape: &[usize], range: DataRange) -> (f32, u8) {
     let path = data("platform").join(name);
     if bless() {
         if !cfg!(target_arch = "x86_64") {
@@ -37,8 +38,8 @@ fn compare(name: &str, got: &[f32], shape: &[usize], data_range: (f32, f32)) -> 
     }
     let (want, want_shape) = read_npy(&path).expect("reference present");
     assert_eq!(want_shape, shape, "{name}: shape");
-    let (lo, hi) = data_range;
-    let level = |v: f32| (((v.clamp(lo, hi) - lo) / (hi - lo)) * 255.0).round() as i32;
+    // The pixels a user sees: core's own data-range → 8-bit mapping.
+    let level = |v: f32| i32::from(range.to_u8(v));
     let mut max_abs = 0f32;
     let mut max_level = 0i32;
     let mut differing = 0usize;
@@ -109,8 +110,7 @@ fn generate(model: &Model, labels: Vec<i64>, seed: u64) -> Vec<f32> {
 #[test]
 fn shipped_model_images_match_x86_64() {
     let model = Model::load(data("../../../examples/models/fmnist-cd4.onnx")).expect("load");
-    let r = model.metadata().data_range;
-    let range = (r.lo, r.hi);
+    let range = model.metadata().data_range;
     let x = generate(&model, vec![0, 3, 7, 9], 11);
     let (abs, levels) = compare("fmnist-cd4-winograd.npy", &x, &[4, 1, 28, 28], range);
     assert!(abs <= MAX_ABS && levels <= MAX_LEVELS, "{abs} {levels}");
@@ -123,8 +123,8 @@ fn shipped_model_images_match_x86_64() {
 #[test]
 fn tiny_model_images_match_x86_64() {
     let model = Model::load(data("fmnist-tiny-cd4.onnx")).expect("load");
-    let r = model.metadata().data_range;
+    let range = model.metadata().data_range;
     let x = generate(&model, vec![1, 2, 5, 8], 3);
-    let (abs, levels) = compare("fmnist-tiny-cd4.npy", &x, &[4, 1, 28, 28], (r.lo, r.hi));
+    let (abs, levels) = compare("fmnist-tiny-cd4.npy", &x, &[4, 1, 28, 28], range);
     assert!(abs <= MAX_ABS && levels <= MAX_LEVELS, "{abs} {levels}");
 }
