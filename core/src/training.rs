@@ -134,6 +134,75 @@ impl ConsistencyTimes {
     }
 }
 
+/// The times of one progressive-distillation example (Salimans & Ho 2022)
+/// in a stage with `N` student steps: the student's grid point `t = k / N`
+/// (`k` in `1..=N`), and the teacher's two steps on the grid of `2N`,
+/// `t -> u = t - 1/(2N) -> s = t - 1/N` (the uniform grid of the sampling
+/// plans, so a distilled student steps where the plans evaluate it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressiveTimes {
+    /// The student's start time `t = k / N`.
+    pub t: f64,
+    /// The teacher's midpoint `u = (2k - 1) / (2N)`.
+    pub u: f64,
+    /// The student's end time `s = (k - 1) / N`.
+    pub s: f64,
+}
+
+impl ProgressiveTimes {
+    /// The times of grid point `k` (`1..=N`) for `N = student_steps`.
+    pub fn new(k: u32, student_steps: u32) -> Result<Self, TrainingError> {
+        if student_steps == 0 {
+            return Err(TrainingError::ZeroSteps);
+        }
+        if k == 0 || k > student_steps {
+            return Err(TrainingError::StepOutOfRange {
+                step: k,
+                student_steps,
+            });
+        }
+        let n = f64::from(student_steps);
+        Ok(Self {
+            t: f64::from(k) / n,
+            u: (2.0 * f64::from(k) - 1.0) / (2.0 * n),
+            s: f64::from(k - 1) / n,
+        })
+    }
+
+    /// Draws `k ~ U{1..N}` from one uniform in `[0, 1)` (the trainer's RNG).
+    pub fn from_uniform(u: f64, student_steps: u32) -> Result<Self, TrainingError> {
+        Self::new(1 + uniform_index(u, student_steps), student_steps)
+    }
+}
+
+/// The progressive-distillation target `x~ = invDDIM_{t->s}(z_s, z_t)`: the
+/// `x` from which one DDIM step `t -> s` reaches the teacher's two-step
+/// result `z_s`, as `x~ = z_s * z_s + z_t * z_t`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressiveTargetCoeffs {
+    /// Coefficient of the teacher's `z_s`.
+    pub z_s: f64,
+    /// Coefficient of `z_t`.
+    pub z_t: f64,
+}
+
+impl ProgressiveTargetCoeffs {
+    /// The coefficients for `times` (finite since `s < t`).
+    pub fn new(schedule: &Schedule, times: ProgressiveTimes) -> Self {
+        let c = inverse_ddim_coeffs(schedule.alpha_sigma(times.t), schedule.alpha_sigma(times.s));
+        Self {
+            z_s: c.z_s,
+            z_t: c.z_t,
+        }
+    }
+
+    /// The target for one element.
+    #[inline]
+    pub fn apply(&self, z_s: f64, z_t: f64) -> f64 {
+        self.z_s * z_s + self.z_t * z_t
+    }
+}
+
 /// `floor(u * n)` clamped to `0..n-1` (a `u` of exactly 1.0 or above stays in range).
 pub fn uniform_index(u: f64, n: u32) -> u32 {
     if n == 0 {

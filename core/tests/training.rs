@@ -242,3 +242,49 @@ fn forward_noise_and_residual_coeffs_match_their_definitions() {
     let mut short = [0f32; 2];
     assert!(forward_noise(&x, &eps, schedule.alpha_sigma(0.5), &mut short).is_err());
 }
+
+#[test]
+fn progressive_times_halve_the_student_grid() {
+    let tm = ProgressiveTimes::new(3, 4).unwrap();
+    assert_eq!((tm.t, tm.u, tm.s), (0.75, 0.625, 0.5));
+    let first = ProgressiveTimes::new(1, 4).unwrap();
+    assert_eq!((first.u, first.s), (0.125, 0.0));
+    assert_eq!(
+        ProgressiveTimes::new(0, 4),
+        Err(TrainingError::StepOutOfRange {
+            step: 0,
+            student_steps: 4
+        })
+    );
+    assert_eq!(
+        ProgressiveTimes::new(5, 4),
+        Err(TrainingError::StepOutOfRange {
+            step: 5,
+            student_steps: 4
+        })
+    );
+    assert_eq!(ProgressiveTimes::new(1, 0), Err(TrainingError::ZeroSteps));
+    // u in [0, 1) maps onto k in 1..=N; 1.0 stays on the last point.
+    assert_eq!(ProgressiveTimes::from_uniform(0.0, 4).unwrap().t, 0.25);
+    assert_eq!(ProgressiveTimes::from_uniform(0.999, 4).unwrap().t, 1.0);
+    assert_eq!(ProgressiveTimes::from_uniform(1.0, 4).unwrap().t, 1.0);
+}
+
+#[test]
+fn progressive_target_inverts_one_ddim_step() {
+    // One DDIM step t -> s from the target reaches the teacher's z_s.
+    let schedule = Schedule::Cosine;
+    let tm = ProgressiveTimes::new(2, 4).unwrap();
+    let c = ProgressiveTargetCoeffs::new(&schedule, tm);
+    let (z_t, z_s) = (noise(11), noise(12));
+    let target: Vec<f32> = z_s
+        .iter()
+        .zip(&z_t)
+        .map(|(&s, &t)| c.apply(f64::from(s), f64::from(t)) as f32)
+        .collect();
+    let step = ddim_coeffs(schedule.alpha_sigma(tm.t), schedule.alpha_sigma(tm.s));
+    for ((&x, &zt), &zs) in target.iter().zip(&z_t).zip(&z_s) {
+        let back = step.x * f64::from(x) + step.z * f64::from(zt);
+        assert!((back - f64::from(zs)).abs() < 1e-4, "{back} vs {zs}");
+    }
+}

@@ -284,8 +284,16 @@ fn col<B: Backend>(v: Vec<f32>, device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(v, [n, 1, 1, 1]), device)
 }
 
+/// [`fewstep_core::training::pseudo_huber`] applied elementwise to a tensor
+/// of squared norms: `sqrt(||v||² + c²) - c`, on tensors so that the loss
+/// keeps its gradient (the test below checks it against core's function).
+pub fn pseudo_huber_tensor<B: Backend>(norm_sq: Tensor<B, 1>, c: f64) -> Tensor<B, 1> {
+    let c = c as f32;
+    (norm_sq + c * c).sqrt() - c
+}
+
 /// `x_hat` of the network output `out` at `z` (times per example), as tensors.
-fn x_hat_tensor<B: Backend>(
+pub(crate) fn x_hat_tensor<B: Backend>(
     pred: Prediction,
     schedule: &Schedule,
     z: Tensor<B, 4>,
@@ -365,9 +373,7 @@ pub fn consistency_loss<B: Backend>(
     let x_hat = x_hat_tensor(pred, &schedule, z_t, out_t, &t, device);
     let diff = x_hat - tensor4(&target);
     let norm_sq = diff.square().sum_dim(1).sum_dim(2).sum_dim(3).reshape([n]);
-    // core's `pseudo_huber(||v||², c) = sqrt(||v||² + c²) - c`, on tensors.
-    let c = huber_c as f32;
-    let huber = (norm_sq + c * c).sqrt() - c;
+    let huber = pseudo_huber_tensor(norm_sq, huber_c);
     let w = Tensor::<B, 1>::from_data(TensorData::new(w, [n]), device);
     let per_example = huber * w;
     Ok(ConsistencyLoss {
@@ -576,4 +582,33 @@ pub fn load_teacher<B: Backend>(
         bail!("the teacher {path} has a different network than this run");
     }
     ckpt.load_ema::<B>(UNet::new(&ckpt.meta.model, device), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fewstep_core::training::{PAPER_HUBER_C, pseudo_huber};
+
+    #[test]
+    fn pseudo_huber_tensor_is_cores_pseudo_huber_elementwise() {
+        let norm_sq = [0.0f32, 1e-9, 0.25, 3.0, 1200.0];
+        let device = Default::default();
+        for c in [PAPER_HUBER_C, 0.03, 1.0] {
+            let t = Tensor::<crate::Cpu, 1>::from_data(
+                TensorData::new(norm_sq.to_vec(), [norm_sq.len()]),
+                &device,
+            );
+            let got = pseudo_huber_tensor(t, c)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            for (&n, &g) in norm_sq.iter().zip(&got) {
+                let want = pseudo_huber(f64::from(n), c);
+                assert!(
+                    (f64::from(g) - want).abs() <= 1e-6 * (1.0 + want),
+                    "c = {c}, ||v||² = {n}: {g} vs {want}"
+                );
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@
 
 use crate::checkpoint::{Checkpoint, StepLog};
 use crate::config::{ModelConfig, ProgressiveConfig, TrainConfig, TrainingMode};
-use crate::consistency::{Teacher, load_teacher, teacher_ode_step, teacher_x_hat};
+use crate::consistency::{Teacher, load_teacher, teacher_ode_step, teacher_x_hat, x_hat_tensor};
 use crate::data::Dataset;
 use crate::model::UNet;
 use crate::train::{BACKEND_RNG, Trainer, dropout_seed, optimizer};
@@ -20,9 +20,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use fewstep_core::SamplerKind;
 use fewstep_core::rng::GaussianStream;
-use fewstep_core::sampler::inverse_ddim_coeffs;
-use fewstep_core::training::forward_noise;
-use fewstep_core::training::{loss_weight, training_label, uniform_index};
+use fewstep_core::training::{
+    ProgressiveTargetCoeffs, ProgressiveTimes, forward_noise, loss_weight, training_label,
+    uniform_index,
+};
 use std::path::{Path, PathBuf};
 
 /// Seed offset of the per-step Gaussian noise of progressive runs.
@@ -131,24 +132,23 @@ impl<B: AutodiffBackend> ProgressiveTrainer<B> {
         let mut choices = tr.choices.clone();
         let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let (mut x, mut labels) = (Vec::with_capacity(b * d), Vec::new());
-        let (mut t, mut u, mut s) = (Vec::new(), Vec::new(), Vec::new());
-        let big_n = f64::from(n_student);
+        let mut times = Vec::with_capacity(b);
         for _ in 0..b {
             let i = uniform_index(choices.next_f64(), n) as usize;
-            let idx = 1 + uniform_index(choices.next_f64(), n_student);
+            let tm = ProgressiveTimes::from_uniform(choices.next_f64(), n_student)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let drop = choices.next_f64();
             x.extend_from_slice(data.image(i));
-            // The student's grid point and the teacher's two steps on the
-            // grid of 2N (the uniform grid of the sampling plans).
-            t.push(f64::from(idx) / big_n);
-            u.push((2.0 * f64::from(idx) - 1.0) / (2.0 * big_n));
-            s.push(f64::from(idx - 1) / big_n);
+            times.push(tm);
             if k > 0 {
                 let label =
                     training_label(data.labels[i] as usize, k, drop, tr.train.label_dropout);
                 labels.push(label as i64);
             }
         }
+        let t: Vec<f64> = times.iter().map(|tm| tm.t).collect();
+        let u: Vec<f64> = times.iter().map(|tm| tm.u).collect();
+        let s: Vec<f64> = times.iter().map(|tm| tm.s).collect();
         let mut eps = vec![0f32; b * d];
         GaussianStream::new(tr.train.seed ^ NOISE_SEED_SALT, step).fill(&mut eps);
         let mut z_t = vec![0f32; b * d];
@@ -180,12 +180,12 @@ impl<B: AutodiffBackend> ProgressiveTrainer<B> {
         let (z_s, _) = teacher_ode_step(&schedule, d, &x, &z_u, &g2, &c2, &u, &s, frac);
         let mut target = vec![0f32; b * d];
         let mut w = Vec::with_capacity(b);
-        for i in 0..b {
-            let c = inverse_ddim_coeffs(schedule.alpha_sigma(t[i]), schedule.alpha_sigma(s[i]));
+        for (i, &tm) in times.iter().enumerate() {
+            let c = ProgressiveTargetCoeffs::new(&schedule, tm);
             for j in i * d..(i + 1) * d {
-                target[j] = (c.z_s * f64::from(z_s[j]) + c.z_t * f64::from(z_t[j])) as f32;
+                target[j] = c.apply(f64::from(z_s[j]), f64::from(z_t[j])) as f32;
             }
-            w.push(loss_weight(&schedule, t[i]) as f32);
+            w.push(loss_weight(&schedule, tm.t) as f32);
         }
         let loss = progressive_loss(
             &tr.model,
@@ -250,13 +250,7 @@ fn progressive_loss<B: Backend>(
         B::seed(device, seed);
         model.forward(z.clone(), tt, lt)
     };
-    let c: Vec<_> = t
-        .iter()
-        .map(|&t| pred.x_hat_coeffs(schedule.alpha_sigma(t)))
-        .collect();
-    let col = |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [n, 1, 1, 1]), device);
-    let x_hat = z * col(c.iter().map(|c| c.a as f32).collect())
-        + out * col(c.iter().map(|c| c.b as f32).collect());
+    let x_hat = x_hat_tensor(pred, &schedule, z, out, t, device);
     let target = Tensor::<B, 4>::from_data(TensorData::new(target.to_vec(), shape), device);
     let mse = (x_hat - target)
         .square()

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use fewstep_core::Conditioning;
-use fewstep_core::SamplingPlan;
 use fewstep_core::plan::SamplerKind;
+use fewstep_core::{SamplingPlan, XVar};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -280,11 +280,15 @@ pub fn save_outputs<B: AutodiffBackend>(trainer: &Trainer<B>, out: &Path) -> Res
     std::fs::create_dir_all(&samples_dir)
         .with_context(|| format!("cannot create {}", samples_dir.display()))?;
     let plan = preview_plan(&trainer.mode, &trainer.train, trainer.step)?;
+    let xvar = trainer
+        .measured_xvar()
+        .map_or(XVar::Analytic, |x| XVar::Table(&x.values));
     let grid = sample_grid(
         &trainer.ema,
         &trainer.model_cfg,
         &trainer.train,
         plan,
+        xvar,
         &trainer.device,
     )?;
     let name = samples_dir.join(format!("step_{:07}.png", trainer.step));
@@ -307,12 +311,14 @@ pub fn preview_plan(mode: &TrainingMode, train: &TrainConfig, step: u64) -> Resu
 }
 
 /// Samples the preview grid (fixed seed, so grids of successive checkpoints
-/// are comparable): class `i % K` in column `i % K` when class-conditional.
+/// are comparable): class `i % K` in column `i % K` when class-conditional;
+/// aDDIM takes `xvar` (the model's measured table when it has one).
 pub fn sample_grid<B: Backend>(
     ema: &UNet<B>,
     cfg: &ModelConfig,
     train: &TrainConfig,
     plan: SamplingPlan,
+    xvar: XVar<'_>,
     device: &B::Device,
 ) -> Result<(Vec<f32>, usize)> {
     let n = train.sample_count;
@@ -326,7 +332,7 @@ pub fn sample_grid<B: Backend>(
     let conditioning = labels
         .as_deref()
         .map_or(Conditioning::None, Conditioning::PerImage);
-    let images = sample::sample(ema, cfg, n, plan, 1234, conditioning, device)?;
+    let images = sample::sample_with_xvar(ema, cfg, n, plan, xvar, 1234, conditioning, device)?;
     Ok((images, cols))
 }
 

@@ -43,13 +43,30 @@ pub fn sample<B: Backend>(
     conditioning: Conditioning<'_>,
     device: &B::Device,
 ) -> Result<Vec<f32>> {
+    let xvar = XVar::Analytic;
+    sample_with_xvar(model, cfg, n, plan, xvar, seed, conditioning, device)
+}
+
+/// [`sample`] with aDDIM's `xvar` given: a measured table where the model
+/// has one (as the runtime samples an exported model), else analytic.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_with_xvar<B: Backend>(
+    model: &UNet<B>,
+    cfg: &ModelConfig,
+    n: usize,
+    plan: SamplingPlan,
+    xvar: XVar<'_>,
+    seed: u64,
+    conditioning: Conditioning<'_>,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
     let schedule = cfg.schedule()?;
     let d = cfg.image_len();
     let sampling = Sampling {
         schedule: &schedule,
         prediction: cfg.prediction()?,
         plan,
-        xvar: XVar::Analytic,
+        xvar,
         image_len: d,
         num_classes: cfg.num_classes as u32,
         conditioning,

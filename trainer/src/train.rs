@@ -8,7 +8,7 @@
 //! Every random choice comes from counter-based streams keyed by the seed and
 //! the step, so a resumed run repeats the uninterrupted one exactly.
 
-use crate::checkpoint::{Checkpoint, Meta, StepLog};
+use crate::checkpoint::{Checkpoint, Meta, StepLog, XvarTable};
 use crate::config::{ModelConfig, TrainConfig, TrainingMode};
 use crate::data::Dataset;
 use crate::model::UNet;
@@ -307,6 +307,9 @@ pub struct Trainer<B: AutodiffBackend> {
     /// What the run trains (diffusion unless a consistency or progressive
     /// run set it); stored in the checkpoint.
     pub mode: TrainingMode,
+    /// The aDDIM xvar table `fewstep-train xvar` measured on the weights of
+    /// the checkpoint this run resumed from, if any (see [`Trainer::measured_xvar`]).
+    pub addim_xvar: Option<XvarTable>,
     /// Device.
     pub device: B::Device,
 }
@@ -351,6 +354,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             class_names: data.class_names.clone(),
             train_seconds: 0.0,
             mode: TrainingMode::Diffusion,
+            addim_xvar: None,
             device,
         })
     }
@@ -380,6 +384,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             class_names: meta.class_names,
             train_seconds: meta.train_seconds,
             mode: meta.mode,
+            addim_xvar: meta.addim_xvar,
             device,
         })
     }
@@ -398,10 +403,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             train_seconds: self.train_seconds,
             trainer_version: env!("CARGO_PKG_VERSION").to_string(),
             mode: self.mode.clone(),
-            // A table measured on earlier weights would be stale.
-            addim_xvar: None,
+            addim_xvar: self.measured_xvar().cloned(),
         };
         Checkpoint::from_state::<B>(meta, &self.model, &self.ema, &self.optim)
+    }
+
+    /// The measured aDDIM xvar table of the current EMA weights: the
+    /// resumed checkpoint's table while no step has been taken since; a
+    /// table measured on earlier weights would be stale.
+    pub fn measured_xvar(&self) -> Option<&XvarTable> {
+        self.addim_xvar.as_ref().filter(|x| x.step == self.step)
     }
 
     /// One optimiser step; returns its loss.
