@@ -28,11 +28,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use fewstep_core::format::DataRange;
 use fewstep_core::rng::UniformStream;
-use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -386,79 +383,6 @@ pub struct Split {
     pub description: String,
 }
 
-const T10K_IMAGES: &str = "t10k-images-idx3-ubyte";
-const T10K_LABELS: &str = "t10k-labels-idx1-ubyte";
-
-fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [format!("{stem}.gz"), stem.to_string()]
-        .into_iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut bytes = Vec::new();
-    let mut reader = std::io::BufReader::new(file);
-    let result = if path.extension().is_some_and(|e| e == "gz") {
-        GzDecoder::new(reader).read_to_end(&mut bytes)
-    } else {
-        reader.read_to_end(&mut bytes)
-    };
-    result.with_context(|| format!("cannot read {} (corrupt or truncated?)", path.display()))?;
-    Ok(bytes)
-}
-
-/// Reads the `t10k-*` test split of an idx directory whose training split is
-/// `train` (`data.rs` reads only `train-*`; its public `parse_idx` is reused).
-/// `None` when the directory has no `t10k-images` file.
-pub fn load_idx_test(dir: &Path, train: &Dataset) -> Result<Option<Dataset>> {
-    let Some(img_path) = find_file(dir, T10K_IMAGES) else {
-        return Ok(None);
-    };
-    let lbl_path = find_file(dir, T10K_LABELS).with_context(|| {
-        format!(
-            "{} has {} but no {T10K_LABELS}[.gz]: test images need labels",
-            dir.display(),
-            img_path.display()
-        )
-    })?;
-    let img_bytes = read_maybe_gz(&img_path)?;
-    let (dims, pixels) = data::parse_idx(&img_bytes, &img_path.display().to_string())?;
-    if dims.len() != 3 || dims[1] != train.height || dims[2] != train.width || dims[0] == 0 {
-        bail!(
-            "{}: {dims:?} is not a non-empty set of {}x{} images like the training split",
-            img_path.display(),
-            train.height,
-            train.width
-        );
-    }
-    let n = dims[0];
-    let lbl_bytes = read_maybe_gz(&lbl_path)?;
-    let (ldims, lpayload) = data::parse_idx(&lbl_bytes, &lbl_path.display().to_string())?;
-    if ldims != [n] {
-        bail!("{}: {ldims:?} labels for {n} images", lbl_path.display());
-    }
-    let k = train.num_classes();
-    if let Some(&bad) = lpayload.iter().find(|&&l| usize::from(l) >= k) {
-        bail!(
-            "{}: label {bad} but the training split has {k} classes",
-            lbl_path.display()
-        );
-    }
-    let range = DataRange::default();
-    Ok(Some(Dataset {
-        channels: 1,
-        height: train.height,
-        width: train.width,
-        images: pixels.iter().map(|&p| range.from_u8(p)).collect(),
-        labels: lpayload.iter().map(|&l| u32::from(l)).collect(),
-        class_names: train.class_names.clone(),
-        source: format!("idx:{} (t10k)", dir.display()),
-    }))
-}
-
 /// Splits `data` deterministically: image `i` is a test image when
 /// `i % 10 == 9` (every 10th in load order).
 pub fn every_tenth(data: Dataset) -> Result<Split> {
@@ -503,7 +427,7 @@ pub fn load_split(path: &Path, png: PngOptions) -> Result<Split> {
     match data::detect(path)? {
         DataKind::Idx => {
             let train = data::load_idx_dir(path)?;
-            match load_idx_test(path, &train)? {
+            match data::load_idx_test(path, &train)? {
                 Some(test) => {
                     let description = format!(
                         "idx train-* ({} images) / t10k-* ({} images)",

@@ -94,6 +94,8 @@ impl Default for PngOptions {
 
 const IDX_IMAGES: &str = "train-images-idx3-ubyte";
 const IDX_LABELS: &str = "train-labels-idx1-ubyte";
+const IDX_TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+const IDX_TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
 fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
     [format!("{stem}.gz"), stem.to_string()]
@@ -179,34 +181,63 @@ pub fn parse_idx<'a>(bytes: &'a [u8], what: &str) -> Result<(Vec<usize>, &'a [u8
     Ok((dims, payload))
 }
 
+/// The images of one idx file: `n` images of `height × width`, in the data
+/// range.
+struct IdxImages {
+    n: usize,
+    height: usize,
+    width: usize,
+    images: Vec<f32>,
+}
+
+/// Reads an idx images file (`[.gz]`): a non-empty 3-d `u8` array.
+fn read_idx_images(path: &Path) -> Result<IdxImages> {
+    let bytes = read_all(path)?;
+    let (dims, pixels) = parse_idx(&bytes, &path.display().to_string())?;
+    if dims.len() != 3 {
+        bail!(
+            "{}: expected a 3-d idx (count, height, width), got {dims:?}",
+            path.display()
+        );
+    }
+    let (n, height, width) = (dims[0], dims[1], dims[2]);
+    if n == 0 || height == 0 || width == 0 {
+        bail!("{}: empty dataset ({dims:?})", path.display());
+    }
+    let range = DataRange::default();
+    Ok(IdxImages {
+        n,
+        height,
+        width,
+        images: pixels.iter().map(|&p| range.from_u8(p)).collect(),
+    })
+}
+
+/// Reads an idx labels file (`[.gz]`) that must hold one label per image.
+fn read_idx_labels(path: &Path, n: usize) -> Result<Vec<u32>> {
+    let bytes = read_all(path)?;
+    let (dims, payload) = parse_idx(&bytes, &path.display().to_string())?;
+    if dims != [n] {
+        bail!("{}: {dims:?} labels for {n} images", path.display());
+    }
+    Ok(payload.iter().map(|&l| u32::from(l)).collect())
+}
+
 /// Reads `train-images-idx3-ubyte[.gz]` and, if present,
 /// `train-labels-idx1-ubyte[.gz]` from `dir`. Labels found: 10 classes
 /// (Fashion-MNIST's names when there are exactly 10).
 pub fn load_idx_dir(dir: &Path) -> Result<Dataset> {
     let img_path = find_idx(dir, IDX_IMAGES)
         .with_context(|| format!("no {IDX_IMAGES}[.gz] in {}", dir.display()))?;
-    let img_bytes = read_all(&img_path)?;
-    let (dims, pixels) = parse_idx(&img_bytes, &img_path.display().to_string())?;
-    if dims.len() != 3 {
-        bail!(
-            "{}: expected a 3-d idx (count, height, width), got {dims:?}",
-            img_path.display()
-        );
-    }
-    let (n, h, w) = (dims[0], dims[1], dims[2]);
-    if n == 0 || h == 0 || w == 0 {
-        bail!("{}: empty dataset ({dims:?})", img_path.display());
-    }
-    let range = DataRange::default();
-    let images: Vec<f32> = pixels.iter().map(|&p| range.from_u8(p)).collect();
+    let IdxImages {
+        n,
+        height,
+        width,
+        images,
+    } = read_idx_images(&img_path)?;
     let (labels, class_names) = match find_idx(dir, IDX_LABELS) {
         Some(lp) => {
-            let lbytes = read_all(&lp)?;
-            let (ldims, lpayload) = parse_idx(&lbytes, &lp.display().to_string())?;
-            if ldims != [n] {
-                bail!("{}: {ldims:?} labels for {n} images", lp.display());
-            }
-            let labels: Vec<u32> = lpayload.iter().map(|&l| u32::from(l)).collect();
+            let labels = read_idx_labels(&lp, n)?;
             let k = labels.iter().copied().max().unwrap_or(0) as usize + 1;
             let names = if k == 10 {
                 FASHION_MNIST_CLASSES
@@ -222,13 +253,57 @@ pub fn load_idx_dir(dir: &Path) -> Result<Dataset> {
     };
     Ok(Dataset {
         channels: 1,
-        height: h,
-        width: w,
+        height,
+        width,
         images,
         labels,
         class_names,
         source: format!("idx:{}", dir.display()),
     })
+}
+
+/// Reads the `t10k-*` test split of an idx directory whose training split
+/// is `train` (as [`load_idx_dir`] read it). `None` when the directory has
+/// no `t10k-images` file.
+pub fn load_idx_test(dir: &Path, train: &Dataset) -> Result<Option<Dataset>> {
+    let Some(img_path) = find_idx(dir, IDX_TEST_IMAGES) else {
+        return Ok(None);
+    };
+    let lbl_path = find_idx(dir, IDX_TEST_LABELS).with_context(|| {
+        format!(
+            "{} has {} but no {IDX_TEST_LABELS}[.gz]: test images need labels",
+            dir.display(),
+            img_path.display()
+        )
+    })?;
+    let test = read_idx_images(&img_path)?;
+    if test.height != train.height || test.width != train.width {
+        bail!(
+            "{}: {}x{} images, not {}x{} like the training split",
+            img_path.display(),
+            test.height,
+            test.width,
+            train.height,
+            train.width
+        );
+    }
+    let labels = read_idx_labels(&lbl_path, test.n)?;
+    let k = train.num_classes();
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+        bail!(
+            "{}: label {bad} but the training split has {k} classes",
+            lbl_path.display()
+        );
+    }
+    Ok(Some(Dataset {
+        channels: 1,
+        height: test.height,
+        width: test.width,
+        images: test.images,
+        labels,
+        class_names: train.class_names.clone(),
+        source: format!("idx:{} (t10k)", dir.display()),
+    }))
 }
 
 /// Fashion-MNIST's class names, by label.
