@@ -279,6 +279,25 @@ const char *fewstep_status_name(int status);
 // `path` must be NULL or a NUL-terminated string; `out` NULL or writable.
 enum fewstep_status fewstep_model_load(const char *path, struct fewstep_model **out);
 
+// Sets how the library picks the matrix kernel of its Winograd
+// convolutions, for models loaded from now on in this process.
+//
+// - `path` NULL (the default): estimated from each kernel's shape. Nothing
+//   is timed, so nothing slows a load.
+// - `path` a file (e.g. in the app's cache directory): every candidate
+//   kernel is timed once per product shape (~1–12 ms each; ~80 ms in all at
+//   the first load of the shipped Fashion-MNIST model), and the choices are
+//   kept in this small text file for the next launches. A file from another
+//   processor or library version, or a damaged one, is ignored and
+//   replaced. A file that cannot be written costs the timing again at the
+//   next launch, nothing else.
+//
+// The kernel changes the speed, never the images.
+//
+// # Safety
+// `path` must be NULL or a NUL-terminated string.
+enum fewstep_status fewstep_set_kernel_cache(const char *path);
+
 // Loads a model from bytes in memory (Android assets, iOS bundles). The
 // library reads the bytes during the call and keeps none of them (the
 // weights are decoded into the model's own layout), so the caller may free

@@ -562,6 +562,44 @@ pub unsafe extern "C" fn fewstep_model_load(
     })
 }
 
+/// Sets how the library picks the matrix kernel of its Winograd
+/// convolutions, for models loaded from now on in this process.
+///
+/// - `path` NULL (the default): estimated from each kernel's shape. Nothing
+///   is timed, so nothing slows a load.
+/// - `path` a file (e.g. in the app's cache directory): every candidate
+///   kernel is timed once per product shape (~1–12 ms each; ~80 ms in all at
+///   the first load of the shipped Fashion-MNIST model), and the choices are
+///   kept in this small text file for the next launches. A file from another
+///   processor or library version, or a damaged one, is ignored and
+///   replaced. A file that cannot be written costs the timing again at the
+///   next launch, nothing else.
+///
+/// The kernel changes the speed, never the images.
+///
+/// # Safety
+/// `path` must be NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fewstep_set_kernel_cache(path: *const c_char) -> fewstep_status {
+    guard(|| {
+        let tuning = if path.is_null() {
+            fewstep_runtime::KernelTuning::Estimate
+        } else {
+            // SAFETY: the caller guarantees a NUL-terminated string.
+            let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+            if bytes.is_empty() {
+                return Err(Failure::new(
+                    FEWSTEP_ERROR_INVALID_ARGUMENT,
+                    "kernel cache path is empty (pass NULL for no cache)",
+                ));
+            }
+            fewstep_runtime::KernelTuning::Cached(path_from_bytes(bytes)?)
+        };
+        fewstep_runtime::set_kernel_tuning(tuning);
+        Ok(FEWSTEP_OK)
+    })
+}
+
 #[cfg(unix)]
 fn path_from_bytes(bytes: &[u8]) -> Result<std::path::PathBuf, Failure> {
     use std::os::unix::ffi::OsStrExt;

@@ -439,6 +439,25 @@ fn loading_from_a_path_bytes_or_a_file_descriptor() {
 }
 
 #[test]
+fn kernel_cache_is_written_reused_and_replaced_when_damaged() {
+    // The generated tiny models have no convolution Winograd would take:
+    // the 45 k-parameter Fashion-MNIST model has.
+    let tmp = work_dir();
+    let model = repo().join("runtime/tests/data/fmnist-tiny-cd4.onnx");
+    let src = repo().join("ffi/tests/c/kernel_cache.c");
+    for exe in build(&src, "kernel_cache", tmp.path()) {
+        // A fresh work directory (and cache) per build of the program.
+        let work = exe.with_extension("work");
+        std::fs::create_dir_all(&work).expect("work dir");
+        // Not under valgrind: timing a dozen kernels there takes minutes,
+        // and the other C tests check this library's memory.
+        let log = run_checked(&exe, &[model.as_path(), work.as_path()], false);
+        assert!(log.contains("0 failures"), "{log}");
+        assert!(!log.contains("FAIL"), "{log}");
+    }
+}
+
+#[test]
 fn readme_platform_snippets_compile_as_c() {
     let readme = std::fs::read_to_string(repo().join("ffi/README.md")).expect("read README");
     let marker = "<!-- compiled by ffi/tests/c_api.rs -->\n```c\n";

@@ -3,10 +3,12 @@
 //! the batch-1 plan: fewstep's graph rewrites, Winograd kernel timing,
 //! tract's optimisation), the first 4-step image and a second one.
 //!
-//!   cargo run --release -p fewstep --example startup -- MODEL.onnx [winograd|direct]
+//!   cargo run --release -p fewstep --example startup -- MODEL.onnx [winograd|direct] [estimate|measure|FILE]
 //!
 //! With `direct`, the model is built with Winograd first (as `Model` always
-//! is) and re-planned for the direct convolution inside "first image".
+//! is) and re-planned for the direct convolution inside "first image". The
+//! third argument is the Winograd kernel choice (`fewstep::KernelTuning`):
+//! estimated (the default), timed, or timed once and kept in FILE.
 use std::time::{Duration, Instant};
 
 fn ms(d: Duration) -> f64 {
@@ -19,6 +21,12 @@ fn main() {
         .next()
         .expect("usage: startup MODEL.onnx [winograd|direct]");
     let conv = args.next().unwrap_or_else(|| "winograd".into());
+    let tuning = match args.next().as_deref() {
+        None | Some("estimate") => fewstep::KernelTuning::Estimate,
+        Some("measure") => fewstep::KernelTuning::Measure,
+        Some(file) => fewstep::KernelTuning::Cached(file.into()),
+    };
+    fewstep::set_kernel_tuning(tuning.clone());
     let t0 = Instant::now();
     let bytes = std::fs::read(&path).expect("read the model");
     let read = t0.elapsed();
@@ -34,7 +42,7 @@ fn main() {
     model.generate().seed(1).threads(1).run().expect("generate");
     let second = t0.elapsed();
     println!(
-        "{path} ({conv}): read {:.1} ms | decode {:.1} | build {:.1} | first image {:.1} | second image {:.1} | start to first image {:.1} ms",
+        "{path} ({conv}, {tuning:?}): read {:.1} ms | decode {:.1} | build {:.1} | first image {:.1} | second image {:.1} | start to first image {:.1} ms",
         ms(read),
         ms(decoded - read),
         ms(built - decoded),

@@ -90,6 +90,10 @@ enum Command {
         /// them busy for the whole run).
         #[arg(long, default_value = "sleep")]
         wait: crate::PoolWait,
+        /// Time the Winograd matrix kernels once and keep the fastest in
+        /// this file for later runs (default: estimate them, no timing).
+        #[arg(long, value_name = "FILE")]
+        kernel_cache: Option<PathBuf>,
         /// Refuse a request estimated to need more memory than this (bytes,
         /// or with a unit: 512M, 2G; default 512M).
         #[arg(long, value_parser = crate::parse_bytes)]
@@ -205,12 +209,16 @@ fn run(cmd: Command) -> Result<(), String> {
             threads,
             batched,
             wait,
+            kernel_cache,
             conv,
             memory_budget,
             quiet,
             out,
         } => {
             crate::tune_allocator();
+            if let Some(file) = kernel_cache {
+                crate::set_kernel_tuning(crate::KernelTuning::Cached(file));
+            }
             let ext = out
                 .extension()
                 .and_then(|e| e.to_str())

@@ -46,7 +46,7 @@ pub use model::{Dim, GraphInterface, Metadata, Model, TensorDecl, decode};
 pub use stamp::{StampOptions, encode, stamp};
 /// The ONNX protobuf types (from `tract-onnx`), for building or editing models.
 pub use tract_onnx::pb;
-pub use winograd::ConvAlgorithm;
+pub use winograd::{ConvAlgorithm, KernelTuning, kernel_tuning, set_kernel_tuning};
 
 /// Tunes the process's allocator for repeated network evaluations (opt-in,
 /// process-wide; the CLI calls it). On glibc it raises the mmap threshold

@@ -21,7 +21,7 @@ impl Products {
         kernel: &[f32],
     ) -> TractResult<Self> {
         let (_, m) = Self::block_shape(geo);
-        let (mmm, packing) = fastest_kernel(m, in_ch, out_ch)?;
+        let (mmm, packing) = chosen_kernel(m, in_ch, out_ch)?;
         Self::with_kernel(geo, in_ch, out_ch, kernel, mmm, packing)
     }
 
@@ -87,29 +87,21 @@ pub(super) fn f32_panels(mmm: &dyn MatMatMul, ix: usize) -> Option<(PackedFormat
     Some((packed(&**a)?, packed(&**b)?))
 }
 
-/// The fastest matrix kernel for the products of shape `m × k × n`
-/// (block tiles × C_in × C_out), measured once per shape and process.
+/// The fastest of `candidates` for the products of shape `m × k × n`
+/// (block tiles × C_in × C_out), by timing each on this machine.
 ///
 /// tract's own pick is fitted to large products on another CPU; for these
 /// short, A-streaming products it can be far off (here, Zen 4: its
 /// 16×12 AVX-512 kernel made the benchmark U-Net's forward 11.95 ms against
 /// 10.25 ms with the AVX2 32×3 one, best of 4). Timing costs ~0.1 s at the
-/// first plan build of that U-Net (7 shapes), ~10 ms for the shipped
-/// Fashion-MNIST model. Every candidate sums each output over `k` in the
-/// same order, so the choice changes the speed, not the result.
+/// first plan build of that U-Net (7 shapes), ~80 ms for the shipped
+/// Fashion-MNIST model (15 shapes): [`super::tuning`] decides when to pay it.
 pub(super) fn fastest_kernel(
+    candidates: Vec<(Box<dyn MatMatMul>, usize)>,
     m: usize,
     k: usize,
     n: usize,
 ) -> TractResult<(Box<dyn MatMatMul>, usize)> {
-    /// (m, k, n) → kernel and packing.
-    type Chosen = Vec<((usize, usize, usize), Box<dyn MatMatMul>, usize)>;
-    static CHOSEN: std::sync::Mutex<Chosen> = std::sync::Mutex::new(Vec::new());
-    let mut chosen = CHOSEN.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, mmm, ix)) = chosen.iter().find(|c| c.0 == (m, k, n)) {
-        return Ok((mmm.clone(), *ix));
-    }
-    let candidates = candidate_kernels(m, k, n);
     // Distinct operands, as in a block: the filters do not all fit in the
     // cache at once, and which kernel copes best with that is part of what
     // is measured. Made once, packed for each candidate.
@@ -137,7 +129,6 @@ pub(super) fn fastest_kernel(
         .min_by_key(|(_, time)| *time)
         .map(|((mmm, ix), time)| (time, mmm, ix));
     let (_, mmm, ix) = best.context("no f32 matrix kernel with plain packed panels")?;
-    chosen.push(((m, k, n), mmm.clone(), ix));
     Ok((mmm, ix))
 }
 

@@ -17,7 +17,7 @@
 //! products run with that kernel, the output transform reads them while
 //! they are in cache. The products run along the tiles (the kernel's long
 //! `m` side), so a layer with few output channels loses nothing. Which
-//! kernel is timed once per product shape ([`fastest_kernel`]). Only
+//! kernel is estimated or timed once per product shape ([`tuning`]). Only
 //! rounding changes: the tests compare against tract's direct convolution.
 //!
 //! (An earlier version was three graph nodes, transform → tract `EinSum` →
@@ -35,6 +35,7 @@ mod rewrite;
 #[cfg(test)]
 mod tests;
 mod transforms;
+mod tuning;
 
 #[allow(unused_imports)]
 use executor::*;
@@ -43,6 +44,8 @@ use kernels::*;
 pub(crate) use rewrite::{count, rewrite, scratch_bytes};
 #[allow(clippy::wildcard_imports)]
 use transforms::*;
+use tuning::chosen_kernel;
+pub use tuning::{KernelTuning, kernel_tuning, set_kernel_tuning};
 
 use std::fmt;
 use std::sync::Arc;
