@@ -1,0 +1,128 @@
+//! A small diffusion U-Net exported from PyTorch with `torch.onnx.export`,
+//! once by the TorchScript exporter (opset 17) and once by the dynamo
+//! exporter (opset 18): the fixtures in `tests/data/torch/` come from
+//! `bench/torch_export/export_unet.py` (see its README), so this test needs no
+//! PyTorch. Each export is stamped in memory as a fewstep model (it must load)
+//! and the graph the runtime runs (fewstep's tract front end and
+//! [`fewstep::rewrite_graph`], Winograd and direct convolutions) is run once
+//! on the saved `z`/`t`; the result must match PyTorch's `out.npy`.
+
+use std::path::{Path, PathBuf};
+
+use fewstep::fewstep_core::format::ImageShape;
+use fewstep::fewstep_core::{Prediction, Schedule, StudentSteps};
+use fewstep::{ConvAlgorithm, StampOptions};
+use tract_onnx::prelude::*;
+
+/// Maximum absolute difference allowed, relative to max |out|.
+const TOLERANCE: f32 = 1e-4;
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch")
+}
+
+fn npy(name: &str) -> (Vec<f32>, Vec<usize>) {
+    fewstep::read_npy(data_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The export stamped in memory (v / cosine / diffusion, 3×16×16): it must
+/// load as a fewstep model. Returns the stamped bytes.
+fn stamped(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).expect("read model");
+    let mut proto = fewstep::decode(&bytes).expect("decode");
+    let opts = StampOptions {
+        prediction: Prediction::V,
+        schedule: Schedule::Cosine,
+        student_steps: StudentSteps(0),
+        image: ImageShape {
+            channels: 3,
+            height: 16,
+            width: 16,
+        },
+        num_classes: None,
+        data_range: None,
+        renames: vec![],
+    };
+    fewstep::stamp(&mut proto, &opts, None)
+        .unwrap_or_else(|e| panic!("{}: stamp/load: {e}", path.display()));
+    fewstep::encode(&proto)
+}
+
+/// One forward of the graph as the runtime builds it (`Network::build` and
+/// `plan` in `src/model.rs`): input facts with a symbolic batch `N`,
+/// decluttered, then `N` bound to the batch of `z`. (Concrete input facts
+/// straight away would clash with the dynamo export's `value_info`, which
+/// declares the intermediate shapes with `N`.)
+fn forward(bytes: &[u8], conv: ConvAlgorithm, z: &[f32], zshape: &[usize], t: &[f32]) -> Vec<f32> {
+    let n = zshape[0];
+    let mut model = fewstep::onnx()
+        .model_for_read(&mut &bytes[..])
+        .expect("parse");
+    let sym = model.sym("N");
+    let batch = TDim::Sym(sym.clone());
+    let zfact: Vec<TDim> = std::iter::once(batch.clone())
+        .chain(zshape[1..].iter().map(|&d| TDim::from(d)))
+        .collect();
+    model
+        .set_input_fact(0, f32::fact(zfact).into())
+        .expect("z fact");
+    model
+        .set_input_fact(1, f32::fact([batch]).into())
+        .expect("t fact");
+    let typed = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .expect("fewstep graph");
+    let subs = std::collections::HashMap::from([(sym, TDim::from(n))]);
+    let mut typed = typed.set_symbols(&subs).expect("bind N");
+    let (fused, convs) = fewstep::rewrite_graph(&mut typed, conv).expect("fewstep's rewrites");
+    eprintln!("  {conv:?}: {fused} group-norm SiLUs fused, {convs} convolutions rewritten");
+    let plan = typed
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .expect("plan");
+    let z = tract_ndarray::ArrayD::from_shape_vec(zshape, z.to_vec()).expect("z");
+    let t = tract_ndarray::ArrayD::from_shape_vec(vec![n], t.to_vec()).expect("t");
+    let out = plan
+        .run(tvec!(Tensor::from(z).into(), Tensor::from(t).into()))
+        .expect("run");
+    let view = out[0].try_as_plain_ram().expect("plain output");
+    view.as_slice::<f32>().expect("f32 output").to_vec()
+}
+
+fn check(file: &str) {
+    let (z, zshape) = npy("z.npy");
+    let (t, tshape) = npy("t.npy");
+    let (want, oshape) = npy("out.npy");
+    assert_eq!(zshape, [2, 3, 16, 16]);
+    assert_eq!(tshape, [2]);
+    assert_eq!(oshape, zshape);
+    let bytes = stamped(&data_dir().join(file));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for conv in [ConvAlgorithm::Winograd, ConvAlgorithm::Direct] {
+        let got = forward(&bytes, conv, &z, &zshape, &t);
+        assert_eq!(got.len(), want.len());
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        eprintln!(
+            "{file} {conv:?}: max |diff| = {diff:.3e} (relative {:.3e}, max |out| = {scale:.4})",
+            diff / scale
+        );
+        assert!(
+            diff <= TOLERANCE * scale,
+            "{file} {conv:?}: max |diff| {diff} > {TOLERANCE} * {scale}"
+        );
+    }
+}
+
+#[test]
+fn torchscript_export_matches_pytorch() {
+    check("unet_torchscript.onnx");
+}
+
+#[test]
+fn dynamo_export_matches_pytorch() {
+    check("unet_dynamo.onnx");
+}
