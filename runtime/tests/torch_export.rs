@@ -30,6 +30,11 @@ fn npy(name: &str) -> (Vec<f32>, Vec<usize>) {
 fn stamped(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).expect("read model");
     let mut proto = fewstep::decode(&bytes).expect("decode");
+    stamp(&mut proto).unwrap_or_else(|e| panic!("{}: stamp/load: {e}", path.display()));
+    fewstep::encode(&proto)
+}
+
+fn stamp(proto: &mut fewstep::pb::ModelProto) -> Result<fewstep::Model, fewstep::LoadError> {
     let opts = StampOptions {
         prediction: Prediction::V,
         schedule: Schedule::Cosine,
@@ -43,9 +48,7 @@ fn stamped(path: &Path) -> Vec<u8> {
         data_range: None,
         renames: vec![],
     };
-    fewstep::stamp(&mut proto, &opts, None)
-        .unwrap_or_else(|e| panic!("{}: stamp/load: {e}", path.display()));
-    fewstep::encode(&proto)
+    fewstep::stamp(proto, &opts, None)
 }
 
 /// One forward of the graph as the runtime builds it (`Network::build` and
@@ -125,4 +128,54 @@ fn torchscript_export_matches_pytorch() {
 #[test]
 fn dynamo_export_matches_pytorch() {
     check("unet_dynamo.onnx");
+}
+
+/// Renames the symbolic dimension `from` to `to` wherever the graph declares
+/// a shape (inputs, outputs, `value_info`).
+fn rename_dim_param(proto: &mut fewstep::pb::ModelProto, from: &str, to: &str) -> usize {
+    use fewstep::pb::tensor_shape_proto::dimension::Value as DimValue;
+    use fewstep::pb::type_proto::Value as TypeValue;
+    let graph = proto.graph.as_mut().expect("graph");
+    let mut renamed = 0;
+    for vi in graph
+        .input
+        .iter_mut()
+        .chain(graph.output.iter_mut())
+        .chain(graph.value_info.iter_mut())
+    {
+        let Some(TypeValue::TensorType(tt)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            continue;
+        };
+        for dim in tt.shape.iter_mut().flat_map(|s| s.dim.iter_mut()) {
+            if let Some(DimValue::DimParam(p)) = dim.value.as_mut()
+                && p == from
+            {
+                *p = to.to_string();
+                renamed += 1;
+            }
+        }
+    }
+    renamed
+}
+
+/// The dynamo exporter names the batch dimension after the `Dim` it was
+/// given, or `s<k>` (e.g. `s13`) with `torch.export.Dim.AUTO`, and declares
+/// every intermediate shape with that name in `value_info`. The fixture was
+/// exported with `Dim("N")`; here its `N` is renamed to what `Dim.AUTO`
+/// gives, which is how most dynamo exports arrive.
+#[test]
+#[ignore = "fewstep bug: a dynamo export whose batch dim_param is not `N` does not load: \
+            `the network could not be prepared by tract: Failed analyse for node #69 \"node_mul_1\" Mul: Infering facts: Applying rule \
+            outputs[0].shape == N: Unifying shapes s13 and N: Impossible to unify Sym(s13) with \
+            Sym(N).` (Network::build sets the inputs' batch to the symbol `N`; the graph's \
+            value_info keeps the export's own symbol)"]
+fn dynamo_export_with_another_batch_name_loads() {
+    let bytes = std::fs::read(data_dir().join("unet_dynamo.onnx")).expect("read model");
+    let mut proto = fewstep::decode(&bytes).expect("decode");
+    let renamed = rename_dim_param(&mut proto, "N", "s13");
+    assert!(renamed > 3, "only {renamed} shapes named N");
+    if let Err(e) = stamp(&mut proto) {
+        panic!("stamp/load: {e}");
+    }
 }
