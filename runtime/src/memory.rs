@@ -14,7 +14,7 @@ use crate::model::Model;
 /// activations, thread stacks), on top of the loaded model's. Phones with
 /// 2 GB of RAM let one app use well under 1 GB in all; 512 MiB admits every
 /// image-by-image request of the shipped model up to 8 threads (estimate
-/// ≤ 360 MiB at any batch) and batched ones up to batch 8. Desktop callers
+/// ≤ 85 MiB at any batch) and batched ones up to batch 48 (418 MiB). Desktop callers
 /// with bigger batched requests raise it ([`Model::with_memory_budget`],
 /// `fewstep_request.memory_budget`, `fewstep generate --memory-budget`).
 pub const DEFAULT_MEMORY_BUDGET: u64 = 512 << 20;
@@ -22,16 +22,30 @@ pub const DEFAULT_MEMORY_BUDGET: u64 = 512 << 20;
 /// Stack reserved per pool thread (Rust's default for spawned threads).
 const THREAD_STACK: u64 = 2 << 20;
 
-/// Bytes of every intermediate tensor of one network evaluation of one
-/// image (the batch-1 graph with its weights excluded). Each tensor is
-/// counted as if all were alive at once, an upper bound of what tract keeps.
-pub(crate) fn activation_bytes(model: &TypedModel) -> Result<u64, LoadError> {
-    let mut total: u64 = 0;
-    for node in model.nodes() {
+/// Bytes of the intermediate tensors of one network evaluation of one
+/// image (the batch-1 graph, weights excluded): the most alive at once, and
+/// the largest one. The graph is walked in tract's own RAM-saving order
+/// (`eval_order_opt_ram`, what its plans run), each tensor alive from its
+/// node to its last consumer (where tract's plan flushes it). Counting every
+/// tensor as alive at once, as this did before, made estimates 10–16× the
+/// measured peak (`bench/generate_memory.sh`).
+pub(crate) fn activation_bytes(model: &TypedModel) -> Result<(u64, u64), LoadError> {
+    let tract = |e: TractError| LoadError::Tract(format!("{e:#}"));
+    let order = model.eval_order_opt_ram().map_err(tract)?;
+    let mut position = vec![usize::MAX; model.nodes().len()];
+    for (i, &n) in order.iter().enumerate() {
+        position[n] = i;
+    }
+    let outputs = model.output_outlets().map_err(tract)?;
+    // Bytes freed after each position of the order.
+    let mut freed_after = vec![0u64; order.len()];
+    let (mut live, mut peak, mut largest) = (0u64, 0u64, 0u64);
+    for (i, &n) in order.iter().enumerate() {
+        let node = model.node(n);
         if node.op_is::<tract_onnx::tract_core::ops::konst::Const>() {
             continue;
         }
-        for o in &node.outputs {
+        for (slot, o) in node.outputs.iter().enumerate() {
             let elems = o
                 .fact
                 .shape
@@ -47,10 +61,24 @@ pub(crate) fn activation_bytes(model: &TypedModel) -> Result<u64, LoadError> {
                     LoadError::Tract(format!("node `{}`: tensor size overflows", node.name))
                 })?;
             let bytes = elems.saturating_mul(o.fact.datum_type.size_of() as u64);
-            total = total.saturating_add(bytes);
+            largest = largest.max(bytes);
+            live = live.saturating_add(bytes);
+            let is_output = outputs.contains(&OutletId::new(n, slot));
+            let last_use = o
+                .successors
+                .iter()
+                .map(|s| position[s.node])
+                .filter(|&p| p != usize::MAX)
+                .max()
+                .unwrap_or(i);
+            if !is_output {
+                freed_after[last_use.max(i)] = freed_after[last_use.max(i)].saturating_add(bytes);
+            }
         }
+        peak = peak.max(live);
+        live = live.saturating_sub(freed_after[i]);
     }
-    Ok(total)
+    Ok((peak, largest))
 }
 
 /// What a request would allocate, in bytes (see [`Model::memory_estimate`]).
@@ -60,7 +88,8 @@ pub struct MemoryEstimate {
     /// the per-image input tensors.
     pub buffers: u64,
     /// Network intermediates: twice (for im2col and packing scratch) the
-    /// batch-1 activations, times the rows evaluated at once.
+    /// most batch-1 activations alive at once, times the rows evaluated at
+    /// once.
     pub activations: u64,
     /// Stacks of the call's thread pool (2 MiB per thread when it uses more
     /// than one): a request for a million threads is refused, not spawned.
@@ -119,6 +148,13 @@ impl Model {
                 0
             },
         }
+    }
+
+    /// Bytes of the largest intermediate tensor of one image's network
+    /// evaluation (`bench/generate_memory.sh` compares peaks with it).
+    #[doc(hidden)]
+    pub fn largest_activation_bytes(&self) -> u64 {
+        self.largest_activation_bytes
     }
 
     /// The budget of requests that set none (default

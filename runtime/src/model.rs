@@ -384,6 +384,24 @@ pub fn rewrite_graph(model: &mut TypedModel, conv: ConvAlgorithm) -> TractResult
     Ok((fused, convs))
 }
 
+/// The name the graph gives the first dimension of its `z` input, or `N`.
+fn batch_dim_name(proto: &pb::ModelProto) -> String {
+    use pb::tensor_shape_proto::dimension::Value;
+    proto
+        .graph
+        .as_ref()
+        .and_then(|g| g.input.iter().find(|i| i.name == format::INPUT_Z))
+        .and_then(|z| {
+            let pb::type_proto::Value::TensorType(t) = z.r#type.as_ref()?.value.as_ref()?;
+            t.shape.as_ref()?.dim.first()?.value.clone()
+        })
+        .and_then(|v| match v {
+            Value::DimParam(name) if !name.is_empty() => Some(name),
+            _ => None,
+        })
+        .unwrap_or_else(|| "N".into())
+}
+
 fn tract_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Tract(format!("{e:#}"))
 }
@@ -405,7 +423,10 @@ impl Network {
             )));
         }
         let mut model = parsed.model;
-        let batch_symbol = model.sym("N");
+        // The batch symbol is the graph's own name for it (PyTorch's dynamo
+        // exporter writes e.g. `s13` or `batch`, and repeats it in the
+        // shapes it declares inside the graph), `N` when it names none.
+        let batch_symbol = model.sym(&batch_dim_name(proto));
         let n = TDim::Sym(batch_symbol.clone());
         let img = meta.image;
         let mut input_order = Vec::new();
@@ -542,6 +563,8 @@ pub struct Model {
     pub(crate) default_threads: Option<usize>,
     /// Bytes of the batch-1 intermediates (`crate::memory`).
     pub(crate) activation_bytes: u64,
+    /// Bytes of the largest of them.
+    pub(crate) largest_activation_bytes: u64,
     pub(crate) memory_budget: Option<u64>,
 }
 
@@ -625,8 +648,8 @@ impl Model {
         // Counted on the direct graph, plus the largest block a Winograd
         // convolution keeps in its thread's scratch (`crate::winograd`).
         let batch1 = net.concrete(1)?;
-        let activation_bytes = crate::memory::activation_bytes(&batch1)?
-            .saturating_add(crate::winograd::scratch_bytes(&batch1));
+        let (activations, largest_activation_bytes) = crate::memory::activation_bytes(&batch1)?;
+        let activation_bytes = activations.saturating_add(crate::winograd::scratch_bytes(&batch1));
         Ok(Model {
             meta,
             interface,
@@ -635,6 +658,7 @@ impl Model {
             pools: Default::default(),
             default_threads: None,
             activation_bytes,
+            largest_activation_bytes,
             memory_budget: None,
         })
     }
