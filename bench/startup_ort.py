@@ -2,7 +2,9 @@
 """onnxruntime's side of the start-up comparison (issue 16 §1): for one
 model, the time to create a session and run its first forward, and to run
 four forwards (what fewstep's first 4-step image runs), on --threads
-threads, graph optimisations on (ORT_ENABLE_ALL), batch 1.
+threads, graph optimisations on (ORT_ENABLE_ALL), batch 1; and the peak
+RSS of that over the RSS after importing onnxruntime (Linux), to set
+beside fewstep's peak RSS over its own start (`bench/generate_memory.sh`).
 
     python3 -m venv /work/venv-ort && /work/venv-ort/bin/pip install onnxruntime numpy
     /work/venv-ort/bin/python bench/startup_ort.py MODEL.onnx [--threads 1] [--runs 3]
@@ -18,12 +20,21 @@ import sys
 import time
 
 
+def status_mib(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def one_run(path, threads):
     t0 = time.perf_counter()
     import numpy as np
     import onnxruntime as ort
 
     imported = time.perf_counter()
+    rss_imported = status_mib("VmRSS:")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = threads
@@ -45,6 +56,8 @@ def one_run(path, threads):
     four = time.perf_counter()
     ms = lambda a, b: (b - a) * 1e3
     return {
+        "rss_after_import_mib": rss_imported,
+        "peak_over_import_mib": status_mib("VmHWM:") - rss_imported,
         "import": ms(t0, imported),
         "session": ms(imported, created),
         "first_forward": ms(created, first),
@@ -72,7 +85,8 @@ def main():
         rows.append(json.loads(out.strip().splitlines()[-1]))
     for key in rows[0]:
         vals = ", ".join(f"{r[key]:.1f}" for r in rows)
-        print(f"{key:>26}: {vals} ms")
+        unit = "MiB" if key.endswith("_mib") else "ms"
+        print(f"{key:>26}: {vals} {unit}")
 
 
 if __name__ == "__main__":
