@@ -6,9 +6,9 @@
 //! JSON metadata, and Burn records (named MessagePack, full precision) of
 //! the model, the EMA and the optimiser.
 
+use crate::algorithms::optim::Optim;
 use crate::config::{ModelConfig, TrainConfig, TrainingMode};
-use crate::model::UNet;
-use crate::train::Optim;
+use crate::network::model::UNet;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::Optimizer;

@@ -3,6 +3,7 @@
 //! sub-folder names). Images are stored as `f32` in the data range `[-1, 1]`
 //! (`fewstep.data_range` default), converted with `fewstep-core`'s `DataRange`.
 
+use crate::checkpoint::{Checkpoint, Meta};
 use anyhow::{Context, Result, bail};
 use fewstep_core::format::DataRange;
 use flate2::read::GzDecoder;
@@ -304,6 +305,45 @@ pub fn load_idx_test(dir: &Path, train: &Dataset) -> Result<Option<Dataset>> {
         class_names: train.class_names.clone(),
         source: format!("idx:{} (t10k)", dir.display()),
     }))
+}
+
+/// Loads `--data`, keeping the first `limit` images.
+pub fn load_data(path: &Path, png: PngOptions, limit: Option<usize>) -> Result<Dataset> {
+    let mut data = load(path, png)?;
+    if let Some(n) = limit {
+        if n == 0 {
+            bail!("--limit must be >= 1");
+        }
+        data.truncate(n);
+        data.source = format!("{} (first {} images)", data.source, data.len());
+    }
+    Ok(data)
+}
+
+/// The dataset path a checkpoint was trained on (its `data_source`,
+/// `idx:PATH` or `png:PATH`, possibly with a `(first N images)` suffix).
+pub fn data_path_of(meta: &Meta) -> Option<PathBuf> {
+    let src = meta.data_source.as_str();
+    let src = src.split(" (first ").next().unwrap_or(src);
+    let path = src
+        .strip_prefix("idx:")
+        .or_else(|| src.strip_prefix("png:"))
+        .unwrap_or(src);
+    let path = PathBuf::from(path);
+    path.exists().then_some(path)
+}
+
+/// `--data`, or else the teacher's dataset.
+pub fn resolve_data(arg: Option<&Path>, teacher: &Checkpoint, what: &str) -> Result<PathBuf> {
+    match arg {
+        Some(p) => Ok(p.to_path_buf()),
+        None => data_path_of(&teacher.meta).with_context(|| {
+            format!(
+                "{what}: the teacher was trained on {:?}, which is not a path here: pass --data",
+                teacher.meta.data_source
+            )
+        }),
+    }
 }
 
 /// Fashion-MNIST's class names, by label.

@@ -1,31 +1,36 @@
 //! # fewstep-trainer
 //!
-//! The Burn trainer of fewstep: a U-Net ([`model`]), real offline data
-//! ([`data`]), diffusion pretraining ([`train`]) with atomic, exactly
-//! resumable checkpoints ([`checkpoint`]), sampling with `fewstep-core`'s
-//! samplers ([`sample`]), and an ONNX exporter that writes the fewstep model
-//! format ([`onnx`]). All diffusion math comes from `fewstep-core`.
+//! The Burn trainer of fewstep, in folders by job:
+//!
+//! - [`network`]: the U-Net ([`network::model`]) and its host kernels;
+//! - [`algorithms`]: diffusion pretraining ([`algorithms::train`]), multistep
+//!   consistency training/distillation, progressive distillation, the aDDIM
+//!   xvar measurement, and the optimiser they share;
+//! - [`data`]: real offline datasets (idx files, PNG folders);
+//! - [`evaluation`]: the quality benchmark (classifier features, KID/FID,
+//!   reports and plots);
+//! - [`export`]: the ONNX exporter that writes the fewstep model format;
+//! - beside them, what every job shares: settings ([`config`]), atomic,
+//!   exactly resumable checkpoints ([`checkpoint`]), sampling with
+//!   `fewstep-core`'s samplers ([`sample`]), the progress bar and time
+//!   stamps of the commands ([`output`]), and the training commands
+//!   ([`run`]).
+//!
+//! All diffusion math comes from `fewstep-core`.
 //!
 //! Backends: [`CpuTrain`] (ndarray + autodiff) always; `Cuda` with the `cuda`
 //! feature; `Flex` with the `flex` feature; LibTorch with the `tch` feature.
 
+pub mod algorithms;
 pub mod checkpoint;
-pub mod classifier;
 pub mod config;
-pub mod consistency;
 pub mod data;
-pub mod eval;
-pub mod host_ops;
-pub mod metrics;
-pub mod model;
-pub mod onnx;
-pub mod plot;
-pub mod progressive;
-pub mod report;
+pub mod evaluation;
+pub mod export;
+pub mod network;
+pub mod output;
 pub mod run;
 pub mod sample;
-pub mod train;
-pub mod xvar;
 
 /// The CPU inference backend (ndarray).
 pub type Cpu = burn::backend::NdArray<f32>;

@@ -4,14 +4,14 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fewstep_core::{SamplerChoice, SamplerKind};
-use fewstep_trainer::classifier::ClassifierOptions;
+use fewstep_trainer::algorithms::xvar::XvarOptions;
 use fewstep_trainer::config::{
     ConsistencyConfig, ConsistencyMode, ProgressiveConfig, TrainConfig, parse_schedule_arg,
 };
 use fewstep_trainer::data::PngOptions;
-use fewstep_trainer::eval::EvalOptions;
+use fewstep_trainer::evaluation::classifier::ClassifierOptions;
+use fewstep_trainer::evaluation::eval::EvalOptions;
 use fewstep_trainer::run::{self, DiffusionOptions, DistillOptions, ModelOverrides};
-use fewstep_trainer::xvar::XvarOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,7 +67,7 @@ struct ReportArgs {
 }
 
 fn report(a: ReportArgs) -> Result<()> {
-    use fewstep_trainer::report;
+    use fewstep_trainer::evaluation::report;
     let rows = report::read_records(&a.results)?;
     std::fs::create_dir_all(&a.plots)
         .with_context(|| format!("cannot create {}", a.plots.display()))?;
@@ -144,7 +144,7 @@ macro_rules! on_backend {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let data = run::load_data(&a.data, PngOptions::default(), Some(1024))?;
+    let data = fewstep_trainer::data::load_data(&a.data, PngOptions::default(), Some(1024))?;
     let rate = on_backend!(
         a.backend,
         run::bench(&data, &a.preset, a.batch, a.warmup, a.steps)
@@ -578,7 +578,7 @@ fn progressive(a: ProgressiveArgs) -> Result<()> {
 }
 
 fn xvar(a: XvarArgs) -> Result<()> {
-    let table = run::xvar(
+    let table = fewstep_trainer::algorithms::xvar::measure_and_store(
         &a.ckpt,
         a.data.as_deref(),
         a.limit,
@@ -657,7 +657,10 @@ fn classifier(a: ClassifierArgs) -> Result<()> {
         },
         quiet: a.quiet,
     };
-    let meta = on_backend!(a.backend, fewstep_trainer::classifier::train(&opts))?;
+    let meta = on_backend!(
+        a.backend,
+        fewstep_trainer::evaluation::classifier::train(&opts)
+    )?;
     println!(
         "test accuracy: {:.2}% ({} images)",
         100.0 * meta.test_accuracy,
@@ -760,10 +763,16 @@ fn eval(a: EvalArgs) -> Result<()> {
         floor: a.floor,
         quiet: a.quiet,
     };
-    let record = on_backend!(a.backend, fewstep_trainer::eval::evaluate(&opts))?;
-    println!("{}", fewstep_trainer::eval::format_report(&record));
+    let record = on_backend!(
+        a.backend,
+        fewstep_trainer::evaluation::eval::evaluate(&opts)
+    )?;
+    println!(
+        "{}",
+        fewstep_trainer::evaluation::eval::format_report(&record)
+    );
     if let Some(r) = &a.results {
-        fewstep_trainer::eval::append_result(r, &record)?;
+        fewstep_trainer::evaluation::eval::append_result(r, &record)?;
         eprintln!("appended to {}", r.display());
     }
     Ok(())
@@ -813,9 +822,10 @@ fn main() -> ExitCode {
         Command::Consistency(a) => consistency(*a),
         Command::Progressive(a) => progressive(*a),
         Command::Xvar(a) => xvar(a),
-        Command::Export(a) => run::export_checkpoint(&a.ckpt, &a.out, a.f16).map(|size| {
-            eprintln!("wrote {} ({size} bytes)", a.out.display());
-        }),
+        Command::Export(a) => fewstep_trainer::export::export_checkpoint(&a.ckpt, &a.out, a.f16)
+            .map(|size| {
+                eprintln!("wrote {} ({size} bytes)", a.out.display());
+            }),
         Command::Bench(a) => bench(a),
         Command::Classifier(a) => classifier(a),
         Command::Eval(a) => eval(*a),

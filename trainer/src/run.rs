@@ -1,38 +1,29 @@
-//! The commands behind the `fewstep-train` binary, as library functions.
+//! The training commands of `fewstep-train` (diffusion, consistency,
+//! progressive, bench) as library functions, and the loop, outputs and
+//! preview grids they share.
 
-use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint};
-use crate::config::{ModelConfig, TrainConfig, TrainingMode};
-use crate::consistency::ConsistencyTrainer;
-use crate::data::{self, Dataset, PngOptions};
-use crate::model::UNet;
-use crate::onnx::{ExportOptions, export};
-use crate::progressive::ProgressiveTrainer;
-use crate::train::{Trainer, check_data};
-use crate::{Cpu, plot, sample};
+use crate::algorithms::consistency::ConsistencyTrainer;
+use crate::algorithms::progressive::ProgressiveTrainer;
+use crate::algorithms::train::{Trainer, check_data};
+use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, StepLog, checkpoint_path};
+use crate::config::{ConsistencyConfig, ModelConfig, ProgressiveConfig, TrainConfig, TrainingMode};
+use crate::data::{Dataset, PngOptions, load_data, resolve_data};
+use crate::evaluation::plot;
+use crate::network::model::UNet;
+use crate::output::progress_bar;
+use crate::sample;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use fewstep_core::Conditioning;
 use fewstep_core::plan::SamplerKind;
 use fewstep_core::{SamplingPlan, XVar};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The trainer's progress bar (hidden with `--quiet`): elapsed, bar,
-/// position of total, message, ETA.
-pub(crate) fn progress_bar(total: u64, quiet: bool) -> Result<ProgressBar> {
-    if quiet {
-        return Ok(ProgressBar::hidden());
-    }
-    let b = ProgressBar::new(total);
-    b.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .progress_chars("=> "),
-    );
-    Ok(b)
-}
+// The export command's home is `export`; callers of the command API (the
+// cross-crate chain test) reach it here too.
+pub use crate::export::{export_checkpoint, load_ema_cpu};
 
 /// Options of `fewstep-train diffusion`.
 #[derive(Debug, Clone)]
@@ -72,19 +63,6 @@ pub struct ModelOverrides {
     pub dropout: Option<f64>,
     /// `--base-channels`.
     pub base_channels: Option<usize>,
-}
-
-/// Loads `--data`, keeping the first `limit` images.
-pub fn load_data(path: &Path, png: PngOptions, limit: Option<usize>) -> Result<Dataset> {
-    let mut data = data::load(path, png)?;
-    if let Some(n) = limit {
-        if n == 0 {
-            bail!("--limit must be >= 1");
-        }
-        data.truncate(n);
-        data.source = format!("{} (first {} images)", data.source, data.len());
-    }
-    Ok(data)
 }
 
 /// The model configuration of a new run.
@@ -186,7 +164,7 @@ pub fn train_loop<B: AutodiffBackend, S>(
     data: &Dataset,
     out: &Path,
     quiet: bool,
-    mut step: impl FnMut(&mut S, &Dataset) -> Result<crate::checkpoint::StepLog>,
+    mut step: impl FnMut(&mut S, &Dataset) -> Result<StepLog>,
 ) -> Result<()>
 where
     S: AsTrainer<B>,
@@ -336,87 +314,6 @@ pub fn sample_grid<B: Backend>(
     Ok((images, cols))
 }
 
-/// Loads the EMA weights of a checkpoint onto the CPU backend.
-pub fn load_ema_cpu(ckpt: &Checkpoint) -> Result<UNet<Cpu>> {
-    let device = Default::default();
-    let model = UNet::<Cpu>::new(&ckpt.meta.model, &device);
-    ckpt.load_ema::<Cpu>(model, &device)
-}
-
-/// `fewstep-train export`: the EMA weights of `ckpt` as a fewstep ONNX model.
-/// Returns the file size in bytes.
-pub fn export_checkpoint(ckpt_path: &Path, out: &Path, f16: bool) -> Result<u64> {
-    let ckpt = Checkpoint::load(ckpt_path)?;
-    let model = load_ema_cpu(&ckpt)?;
-    let meta = &ckpt.meta;
-    let extra = vec![
-        (
-            "fewstep.train.trainer".into(),
-            format!("fewstep-trainer {}", meta.trainer_version),
-        ),
-        ("fewstep.train.dataset".into(), meta.data_source.clone()),
-        ("fewstep.train.steps".into(), meta.step.to_string()),
-        ("fewstep.train.batch".into(), meta.train.batch.to_string()),
-        (
-            "fewstep.train.seconds".into(),
-            format!("{:.0}", meta.train_seconds),
-        ),
-        (
-            "fewstep.train.weights".into(),
-            format!("ema {}", meta.train.ema_decay),
-        ),
-        (
-            "fewstep.train.params".into(),
-            model.num_params().to_string(),
-        ),
-        ("fewstep.train.exported".into(), utc_now()),
-        ("fewstep.train.classes".into(), meta.class_names.join("|")),
-        (
-            "fewstep.train.config".into(),
-            serde_json::to_string(&meta.model).context("encoding the model config")?,
-        ),
-        ("fewstep.train.mode".into(), meta.mode.describe()),
-    ];
-    let bytes = export(
-        &model,
-        &meta.model,
-        &ExportOptions {
-            f16,
-            extra_metadata: extra,
-            student_steps: meta.mode.student_steps(meta.step),
-            addim_xvar: meta.addim_xvar.as_ref().map(|x| x.values.clone()),
-        },
-    )?;
-    crate::checkpoint::write_atomic(out, &bytes)?;
-    Ok(bytes.len() as u64)
-}
-
-/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no
-/// time-zone database needed).
-pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 /// `fewstep-train bench`: training throughput (examples/s) of a preset on
 /// `data`, over `steps` timed steps after `warmup` untimed ones. Nothing is
 /// written. Returns examples/s.
@@ -444,32 +341,6 @@ pub fn bench<B: AutodiffBackend>(
     }
     let secs = t0.elapsed().as_secs_f64();
     Ok((steps as f64 * batch as f64) / secs)
-}
-
-/// The dataset path a checkpoint was trained on (its `data_source`,
-/// `idx:PATH` or `png:PATH`, possibly with a `(first N images)` suffix).
-pub fn data_path_of(meta: &crate::checkpoint::Meta) -> Option<PathBuf> {
-    let src = meta.data_source.as_str();
-    let src = src.split(" (first ").next().unwrap_or(src);
-    let path = src
-        .strip_prefix("idx:")
-        .or_else(|| src.strip_prefix("png:"))
-        .unwrap_or(src);
-    let path = PathBuf::from(path);
-    path.exists().then_some(path)
-}
-
-/// `--data`, or else the teacher's dataset.
-fn resolve_data(arg: Option<&Path>, teacher: &Checkpoint, what: &str) -> Result<PathBuf> {
-    match arg {
-        Some(p) => Ok(p.to_path_buf()),
-        None => data_path_of(&teacher.meta).with_context(|| {
-            format!(
-                "{what}: the teacher was trained on {:?}, which is not a path here: pass --data",
-                teacher.meta.data_source
-            )
-        }),
-    }
 }
 
 /// Options shared by `consistency` and `progressive`.
@@ -528,7 +399,7 @@ fn load_init(opts: &DistillOptions) -> Result<(Checkpoint, String)> {
         .init
         .as_ref()
         .context("--init is required: the diffusion run (or checkpoint) to start from")?;
-    let file = crate::checkpoint::checkpoint_path(init);
+    let file = checkpoint_path(init);
     let ckpt = Checkpoint::load(init).context("--init")?;
     let abs = std::fs::canonicalize(&file).unwrap_or(file);
     Ok((ckpt, abs.display().to_string()))
@@ -538,7 +409,7 @@ fn load_init(opts: &DistillOptions) -> Result<(Checkpoint, String)> {
 /// distillation (CD) from a diffusion checkpoint (Algorithm 1).
 pub fn consistency<B: AutodiffBackend>(
     opts: &DistillOptions,
-    ccfg: crate::config::ConsistencyConfig,
+    ccfg: ConsistencyConfig,
     device: B::Device,
 ) -> Result<()> {
     ccfg.validate()?;
@@ -563,7 +434,7 @@ pub fn consistency<B: AutodiffBackend>(
         None => {
             let (init, init_path) = load_init(opts)?;
             let data = distill_data(opts, &init, "--init")?;
-            let ccfg = crate::config::ConsistencyConfig {
+            let ccfg = ConsistencyConfig {
                 init: init_path,
                 init_step: init.meta.step,
                 ..ccfg
@@ -595,7 +466,7 @@ pub fn consistency<B: AutodiffBackend>(
 /// checkpoint down to `target_steps`.
 pub fn progressive<B: AutodiffBackend>(
     opts: &DistillOptions,
-    pcfg: crate::config::ProgressiveConfig,
+    pcfg: ProgressiveConfig,
     device: B::Device,
 ) -> Result<()> {
     pcfg.validate()?;
@@ -619,7 +490,7 @@ pub fn progressive<B: AutodiffBackend>(
         None => {
             let (init, init_path) = load_init(opts)?;
             let data = distill_data(opts, &init, "--init")?;
-            let pcfg = crate::config::ProgressiveConfig {
+            let pcfg = ProgressiveConfig {
                 init: init_path,
                 init_step: init.meta.step,
                 ..pcfg
@@ -646,37 +517,4 @@ pub fn progressive<B: AutodiffBackend>(
         tr.train.steps
     );
     train_loop(&mut run, &data, &opts.out, opts.quiet, |r, d| r.step(d))
-}
-
-/// `fewstep-train xvar`: measures the empirical aDDIM table of a diffusion
-/// checkpoint's EMA weights and stores it in the checkpoint (atomically), so
-/// that `export` writes `fewstep.addim_xvar`. Returns the table.
-pub fn xvar(
-    ckpt_path: &Path,
-    data: Option<&Path>,
-    limit: Option<usize>,
-    png: PngOptions,
-    opts: crate::xvar::XvarOptions,
-) -> Result<Vec<f32>> {
-    let file = crate::checkpoint::checkpoint_path(ckpt_path);
-    let mut ckpt = Checkpoint::load(&file)?;
-    if !matches!(ckpt.meta.mode, TrainingMode::Diffusion) {
-        bail!(
-            "{} is a {} run: the aDDIM table is for diffusion models",
-            file.display(),
-            ckpt.meta.mode.describe()
-        );
-    }
-    let path = resolve_data(data, &ckpt, "xvar")?;
-    let data = load_data(&path, png, limit)?;
-    let model = load_ema_cpu(&ckpt)?;
-    let table = crate::xvar::measure(&model, &ckpt.meta.model, &data, opts, &Default::default())?;
-    ckpt.meta.addim_xvar = Some(crate::checkpoint::XvarTable {
-        values: table.clone(),
-        xvar_frac: opts.xvar_frac,
-        examples: opts.examples,
-        step: ckpt.meta.step,
-    });
-    ckpt.save(&file)?;
-    Ok(table)
 }

@@ -2,7 +2,7 @@
 //! runtime), and PNG image grids.
 
 use crate::config::ModelConfig;
-use crate::model::UNet;
+use crate::network::model::UNet;
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -28,7 +28,7 @@ pub fn evaluate<B: Backend>(
     let tt = Tensor::<B, 1>::from_data(TensorData::new(t.to_vec(), [n]), device);
     let lt =
         labels.map(|l| Tensor::<B, 1, Int>::from_data(TensorData::new(l.to_vec(), [n]), device));
-    crate::onnx::tensor_values(&model.forward(zt, tt, lt))
+    crate::export::onnx::tensor_values(&model.forward(zt, tt, lt))
 }
 
 /// Samples `n` images from the initial noise of `seed` (core's portable

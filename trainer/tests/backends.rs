@@ -10,7 +10,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use fewstep_trainer::config::{Downsample, ModelConfig};
-use fewstep_trainer::model::UNet;
+use fewstep_trainer::network::model::UNet;
 use fewstep_trainer::{CpuTrain, FlexTrain};
 
 type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;

@@ -113,7 +113,7 @@ fn train_resume_export() {
         .output()
         .unwrap());
     let bytes = std::fs::read(&onnx).unwrap();
-    let meta = fewstep_trainer::onnx::read_metadata(&bytes).unwrap();
+    let meta = fewstep_trainer::export::onnx::read_metadata(&bytes).unwrap();
     let get = |k: &str| {
         meta.iter()
             .find(|(key, _)| key == k)

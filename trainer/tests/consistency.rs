@@ -15,16 +15,16 @@ use fewstep_core::training::{
     ConsistencyTargetCoeffs, ConsistencyTimes, LossWeight, loss_weight, pseudo_huber,
     teacher_step_coeffs, teacher_xvar,
 };
-use fewstep_trainer::checkpoint::Checkpoint;
-use fewstep_trainer::config::{ConsistencyConfig, ConsistencyMode, ModelConfig, TrainConfig};
-use fewstep_trainer::consistency::{
+use fewstep_trainer::algorithms::consistency::{
     ConsistencyBatch, ConsistencyTrainer, Teacher, consistency_loss,
 };
+use fewstep_trainer::algorithms::train::Trainer;
+use fewstep_trainer::checkpoint::Checkpoint;
+use fewstep_trainer::config::{ConsistencyConfig, ConsistencyMode, ModelConfig, TrainConfig};
 use fewstep_trainer::data::Dataset;
-use fewstep_trainer::model::UNet;
-use fewstep_trainer::onnx::{read_metadata, tensor_values};
+use fewstep_trainer::export::onnx::{read_metadata, tensor_values};
+use fewstep_trainer::network::model::UNet;
 use fewstep_trainer::sample::{evaluate, sample};
-use fewstep_trainer::train::Trainer;
 use fewstep_trainer::{Cpu, CpuTrain};
 use std::path::Path;
 use std::process::Command;
@@ -64,7 +64,7 @@ fn tiny_cfg(classes: usize) -> ModelConfig {
 
 fn random_model(cfg: &ModelConfig, seed: u64) -> UNet<CpuTrain> {
     let device = Default::default();
-    let _g = fewstep_trainer::train::BACKEND_RNG.lock();
+    let _g = fewstep_trainer::algorithms::train::BACKEND_RNG.lock();
     CpuTrain::seed(&device, seed);
     UNet::new(cfg, &device)
 }
@@ -492,16 +492,21 @@ fn export_writes_student_steps_and_the_xvar_table() {
             &Default::default(),
         )
         .unwrap();
-    let opts = fewstep_trainer::xvar::XvarOptions {
+    let opts = fewstep_trainer::algorithms::xvar::XvarOptions {
         points: 9,
         examples: 8,
         xvar_frac: 0.75,
         batch: 4,
         seed: 0,
     };
-    let table =
-        fewstep_trainer::xvar::measure(&model, &init.meta.model, &data, opts, &Default::default())
-            .unwrap();
+    let table = fewstep_trainer::algorithms::xvar::measure(
+        &model,
+        &init.meta.model,
+        &data,
+        opts,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(table.len(), 9);
     assert!(table[0] < 1e-3 && table[0] < table[8], "{table:?}");
     assert!(table.iter().all(|v| v.is_finite() && *v >= 0.0));
@@ -515,7 +520,7 @@ fn export_writes_student_steps_and_the_xvar_table() {
     });
     with_table.save(&teacher_path).unwrap();
     let onnx = dir.path().join("teacher.onnx");
-    fewstep_trainer::run::export_checkpoint(&teacher_path, &onnx, false).unwrap();
+    fewstep_trainer::export::export_checkpoint(&teacher_path, &onnx, false).unwrap();
     let meta = read_metadata(&std::fs::read(&onnx).unwrap()).unwrap();
     let get = |k: &str| meta.iter().find(|(mk, _)| mk == k).map(|(_, v)| v.clone());
     assert_eq!(get(format::KEY_STUDENT_STEPS).as_deref(), Some("0"));
@@ -548,7 +553,7 @@ fn export_writes_student_steps_and_the_xvar_table() {
     let student = dir.path().join("student.fsck");
     run.trainer.checkpoint().unwrap().save(&student).unwrap();
     let onnx = dir.path().join("student.onnx");
-    fewstep_trainer::run::export_checkpoint(&student, &onnx, false).unwrap();
+    fewstep_trainer::export::export_checkpoint(&student, &onnx, false).unwrap();
     let meta = read_metadata(&std::fs::read(&onnx).unwrap()).unwrap();
     let get = |k: &str| meta.iter().find(|(mk, _)| mk == k).map(|(_, v)| v.clone());
     assert_eq!(get(format::KEY_STUDENT_STEPS).as_deref(), Some("3"));
@@ -707,8 +712,8 @@ fn cd_student_beats_its_teacher_at_two_steps() {
 
 #[test]
 fn progressive_distillation_halves_per_stage_and_resumes_exactly() {
+    use fewstep_trainer::algorithms::progressive::{ProgressiveTrainer, stage_file};
     use fewstep_trainer::config::{ProgressiveConfig, TrainingMode};
-    use fewstep_trainer::progressive::{ProgressiveTrainer, stage_file};
     let data = blobs();
     let dir = tempfile::tempdir().unwrap();
     let teacher_path = teacher_checkpoint(dir.path(), &data, 1);

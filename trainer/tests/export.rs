@@ -11,8 +11,8 @@ use fewstep_core::format::{self, DataRange, ImageShape};
 use fewstep_core::{Prediction, Schedule};
 use fewstep_trainer::Cpu;
 use fewstep_trainer::config::{Downsample, ModelConfig};
-use fewstep_trainer::model::UNet;
-use fewstep_trainer::onnx::{ExportOptions, export, read_metadata};
+use fewstep_trainer::export::onnx::{ExportOptions, export, read_metadata};
+use fewstep_trainer::network::model::UNet;
 use fewstep_trainer::sample::evaluate;
 use tract_onnx::prelude::*;
 
@@ -89,7 +89,7 @@ impl<B: Backend> ModuleMapper<B> for RoundF16 {
         let (id, t, mapper) = param.consume();
         let dims = t.dims();
         let device = t.device();
-        let v = fewstep_trainer::onnx::tensor_values(&t).unwrap();
+        let v = fewstep_trainer::export::onnx::tensor_values(&t).unwrap();
         let r: Vec<f32> = v
             .iter()
             .map(|&x| fewstep_core::f16::f16::from_f32(x).to_f32())

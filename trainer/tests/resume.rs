@@ -3,11 +3,11 @@
 
 use burn::module::{AutodiffModule, Module};
 use fewstep_trainer::CpuTrain;
+use fewstep_trainer::algorithms::train::Trainer;
 use fewstep_trainer::checkpoint::Checkpoint;
 use fewstep_trainer::config::{ModelConfig, TrainConfig};
 use fewstep_trainer::data::Dataset;
-use fewstep_trainer::onnx::tensor_values;
-use fewstep_trainer::train::Trainer;
+use fewstep_trainer::export::onnx::tensor_values;
 
 /// 12 labelled 1×8×8 images: blobs at class-dependent positions.
 pub fn toy_dataset() -> Dataset {

@@ -9,12 +9,15 @@
 //! from `z_t`; the target is `x~ = invDDIM_{t->s}(z_s, z_t)` and the loss
 //! `w(t) ||x_hat - x~||² / d` with `w = SNR + 1` (the v-loss weighting).
 
+use crate::algorithms::consistency::{
+    Teacher, load_teacher, teacher_ode_step, teacher_x_hat, x_hat_tensor,
+};
+use crate::algorithms::optim::optimizer;
+use crate::algorithms::train::{BACKEND_RNG, Trainer, dropout_seed};
 use crate::checkpoint::{Checkpoint, StepLog};
 use crate::config::{ModelConfig, ProgressiveConfig, TrainConfig, TrainingMode};
-use crate::consistency::{Teacher, load_teacher, teacher_ode_step, teacher_x_hat, x_hat_tensor};
 use crate::data::Dataset;
-use crate::model::UNet;
-use crate::train::{BACKEND_RNG, Trainer, dropout_seed, optimizer};
+use crate::network::model::UNet;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};

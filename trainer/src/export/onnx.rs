@@ -10,7 +10,7 @@
 //! - `--f16`: weights stored as f16 initializers followed by a `Cast` to f32.
 
 use crate::config::ModelConfig;
-use crate::model::{Attention, ResBlock, UNet, time_frequencies};
+use crate::network::model::{Attention, ResBlock, UNet, time_frequencies};
 use anyhow::{Context, Result, bail};
 use burn::module::Param;
 use burn::nn::conv::Conv2d;

@@ -8,14 +8,14 @@
 //! Every random choice comes from counter-based streams keyed by the seed and
 //! the step, so a resumed run repeats the uninterrupted one exactly.
 
+use crate::algorithms::optim::{Optim, optimizer};
 use crate::checkpoint::{Checkpoint, Meta, StepLog, XvarTable};
 use crate::config::{ModelConfig, TrainConfig, TrainingMode};
 use crate::data::Dataset;
-use crate::model::UNet;
+use crate::network::model::UNet;
 use anyhow::{Result, bail};
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use fewstep_core::rng::{GaussianStream, UniformStream};
@@ -251,16 +251,6 @@ pub fn clip_global_norm<B: AutodiffBackend>(
         model.visit(&mut v);
     }
     norm
-}
-
-/// The optimiser type.
-pub type Optim<B> = OptimizerAdaptor<AdamW, UNet<B>, B>;
-
-/// Builds the AdamW optimiser.
-pub fn optimizer<B: AutodiffBackend>(train: &TrainConfig) -> Optim<B> {
-    AdamWConfig::new()
-        .with_weight_decay(train.weight_decay as f32)
-        .init::<B, UNet<B>>()
 }
 
 /// Learning rate at step `step` (linear warm-up, then constant).

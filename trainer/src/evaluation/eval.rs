@@ -3,15 +3,15 @@
 //! Samples are generated through the `fewstep` runtime (the code users run,
 //! not the trainer's Burn sampler), quantised to 8 bits as a saved PNG would
 //! be, and scored against the test split of the classifier's dataset with
-//! the classifier's penultimate features ([`crate::classifier`]): KID and FID
-//! ([`crate::metrics`]), optionally beside the real-vs-real floor (training
+//! the classifier's penultimate features ([`crate::evaluation::classifier`]): KID and FID
+//! ([`crate::evaluation::metrics`]), optionally beside the real-vs-real floor (training
 //! images against the same reference), plus the class histogram of the
 //! samples and, for class-conditional models, how often the classifier
 //! agrees with the requested label.
 
-use crate::classifier::{SavedClassifier, load_split, score};
 use crate::data::PngOptions;
-use crate::metrics::{self, Features, Kid};
+use crate::evaluation::classifier::{SavedClassifier, load_split, score};
+use crate::evaluation::metrics::{self, Features, Kid};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use burn::tensor::backend::AutodiffBackend;
 use fewstep::{LoadError, Model, SamplerChoice};
@@ -221,7 +221,7 @@ pub fn evaluate<B: AutodiffBackend>(opts: &EvalOptions, device: B::Device) -> Re
     let labels: Vec<i64> = (0..opts.n)
         .map(|i| if conditional { (i % k_model) as i64 } else { 0 })
         .collect();
-    let pb = crate::run::progress_bar(opts.n as u64, opts.quiet)?;
+    let pb = crate::output::progress_bar(opts.n as u64, opts.quiet)?;
     pb.set_message(format!(
         "generating, {} {} steps",
         plan.steps(),
@@ -363,7 +363,7 @@ pub fn evaluate<B: AutodiffBackend>(opts: &EvalOptions, device: B::Device) -> Re
         class_names: saved.meta.class_names.clone(),
         label_agreement,
         grid,
-        created: crate::run::utc_now(),
+        created: crate::output::utc_now(),
     })
 }
 

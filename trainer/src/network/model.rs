@@ -343,14 +343,14 @@ impl<B: Backend> UNet<B> {
 /// A convolution with the configured stride and padding.
 ///
 /// On Burn's `flex` CPU backend it runs our own im2col + gemm kernels and
-/// autodiff node ([`crate::host_ops`]): Burn's generic convolution
+/// autodiff node ([`crate::network::host_ops`]): Burn's generic convolution
 /// gradients were half of a training step there. On ndarray it is lowered
 /// to im2col + matmul in Burn's tensor ops: ndarray computes the direct
 /// convolution's gradients with scalar loops that are orders of magnitude
 /// slower. CUDA and LibTorch run their own convolution. `tests/backends.rs`
 /// checks that the paths give the same network and gradients.
 pub fn conv<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let x = match crate::host_ops::try_conv(c, x) {
+    let x = match crate::network::host_ops::try_conv(c, x) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -401,10 +401,10 @@ pub fn conv_im2col<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     y
 }
 
-/// `silu(norm(x))`: one fused op on `flex` ([`crate::host_ops`]), Burn's
+/// `silu(norm(x))`: one fused op on `flex` ([`crate::network::host_ops`]), Burn's
 /// composed GroupNorm and SiLU elsewhere.
 pub fn norm_silu<B: Backend>(n: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    match crate::host_ops::try_group_norm(n, x, true) {
+    match crate::network::host_ops::try_group_norm(n, x, true) {
         Ok(y) => y,
         Err(x) => silu(n.forward(x)),
     }
@@ -412,7 +412,7 @@ pub fn norm_silu<B: Backend>(n: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> 
 
 /// `norm(x)`, fused on `flex` like [`norm_silu`].
 pub fn norm<B: Backend>(n: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    match crate::host_ops::try_group_norm(n, x, false) {
+    match crate::network::host_ops::try_group_norm(n, x, false) {
         Ok(y) => y,
         Err(x) => n.forward(x),
     }

@@ -3,15 +3,18 @@
 //! `t = i / (K - 1)`, stored in the checkpoint and exported as
 //! `fewstep.addim_xvar`.
 
-use crate::config::ModelConfig;
-use crate::data::Dataset;
-use crate::model::UNet;
+use crate::checkpoint::{Checkpoint, XvarTable, checkpoint_path};
+use crate::config::{ModelConfig, TrainingMode};
+use crate::data::{Dataset, PngOptions, load_data, resolve_data};
+use crate::export::load_ema_cpu;
+use crate::network::model::UNet;
 use crate::sample::evaluate;
 use anyhow::{Result, anyhow, bail};
 use burn::tensor::backend::Backend;
 use fewstep_core::rng::{GaussianStream, UniformStream};
 use fewstep_core::training::noised;
 use fewstep_core::training::{teacher_xvar, uniform_index};
+use std::path::Path;
 
 /// Seed offset of the measurement's noise.
 const NOISE_SEED_SALT: u64 = 0x7876_6172_0000_0005;
@@ -49,7 +52,7 @@ pub fn measure<B: Backend>(
     if !(opts.xvar_frac.is_finite() && opts.xvar_frac >= 0.0) {
         bail!("--xvar-frac must be >= 0");
     }
-    crate::train::check_data(cfg, data)?;
+    crate::algorithms::train::check_data(cfg, data)?;
     let schedule = cfg.schedule()?;
     let pred = cfg.prediction()?;
     let d = cfg.image_len();
@@ -98,5 +101,38 @@ pub fn measure<B: Backend>(
         }
         table.push((total / opts.examples as f64) as f32);
     }
+    Ok(table)
+}
+
+/// `fewstep-train xvar`: measures the empirical aDDIM table of a diffusion
+/// checkpoint's EMA weights and stores it in the checkpoint (atomically), so
+/// that `export` writes `fewstep.addim_xvar`. Returns the table.
+pub fn measure_and_store(
+    ckpt_path: &Path,
+    data: Option<&Path>,
+    limit: Option<usize>,
+    png: PngOptions,
+    opts: XvarOptions,
+) -> Result<Vec<f32>> {
+    let file = checkpoint_path(ckpt_path);
+    let mut ckpt = Checkpoint::load(&file)?;
+    if !matches!(ckpt.meta.mode, TrainingMode::Diffusion) {
+        bail!(
+            "{} is a {} run: the aDDIM table is for diffusion models",
+            file.display(),
+            ckpt.meta.mode.describe()
+        );
+    }
+    let path = resolve_data(data, &ckpt, "xvar")?;
+    let data = load_data(&path, png, limit)?;
+    let model = load_ema_cpu(&ckpt)?;
+    let table = measure(&model, &ckpt.meta.model, &data, opts, &Default::default())?;
+    ckpt.meta.addim_xvar = Some(XvarTable {
+        values: table.clone(),
+        xvar_frac: opts.xvar_frac,
+        examples: opts.examples,
+        step: ckpt.meta.step,
+    });
+    ckpt.save(&file)?;
     Ok(table)
 }

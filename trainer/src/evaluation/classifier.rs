@@ -16,7 +16,7 @@
 
 use crate::checkpoint::write_atomic;
 use crate::data::{self, DataKind, Dataset, PngOptions};
-use crate::metrics::{Features, argmax_rows};
+use crate::evaluation::metrics::{Features, argmax_rows};
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::{AutodiffModule, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -215,8 +215,8 @@ pub fn score<B: Backend>(
         );
         let f = model.features(x);
         let l = model.head(f.clone());
-        feats.extend(crate::onnx::tensor_values(&f)?);
-        logits.extend(crate::onnx::tensor_values(&l)?);
+        feats.extend(crate::export::onnx::tensor_values(&f)?);
+        logits.extend(crate::export::onnx::tensor_values(&l)?);
     }
     Ok(Scores {
         features: Features::from_f32(n, cfg.hidden, &feats).context("classifier features")?,
@@ -531,7 +531,7 @@ pub fn train<B: AutodiffBackend>(
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
 
     let mut model = {
-        let _rng = crate::train::BACKEND_RNG
+        let _rng = crate::algorithms::train::BACKEND_RNG
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         B::seed(&device, opts.seed);
@@ -551,7 +551,7 @@ pub fn train<B: AutodiffBackend>(
         split.description,
         opts.epochs
     );
-    let bar = crate::run::progress_bar(total, opts.quiet)?;
+    let bar = crate::output::progress_bar(total, opts.quiet)?;
     let d = cfg.image_len();
     let mut train_seconds = 0.0;
     let mut test_accuracy = 0.0;
@@ -576,10 +576,13 @@ pub fn train<B: AutodiffBackend>(
                 // Dropout masks come from the backend's global RNG: seeded
                 // per step under the lock, so a run is reproducible even
                 // beside other trainers in one process (tests).
-                let _rng = crate::train::BACKEND_RNG
+                let _rng = crate::algorithms::train::BACKEND_RNG
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                B::seed(&device, crate::train::dropout_seed(opts.seed, step));
+                B::seed(
+                    &device,
+                    crate::algorithms::train::dropout_seed(opts.seed, step),
+                );
                 model.forward(x)
             };
             let loss = loss_fn.forward(logits, y);
@@ -630,7 +633,7 @@ pub fn train<B: AutodiffBackend>(
         seed: opts.seed,
         train_seconds,
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
-        created: crate::run::utc_now(),
+        created: crate::output::utc_now(),
     };
     SavedClassifier::new(meta.clone(), &model.valid())?.save(&opts.out)?;
     eprintln!(

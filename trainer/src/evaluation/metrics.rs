@@ -2,7 +2,7 @@
 //! KID (kernel inception distance), FID (Fréchet distance) and the class
 //! histogram of classifier logits. `fewstep-train eval` feeds them the
 //! penultimate features of the trainer's small classifier
-//! ([`crate::classifier`]); the functions themselves know nothing of images.
+//! ([`crate::evaluation::classifier`]); the functions themselves know nothing of images.
 //!
 //! - KID: Bińkowski et al. 2018, "Demystifying MMD GANs": the unbiased MMD²
 //!   with the cubic polynomial kernel `k(x, y) = (x·y / d + 1)³`, averaged

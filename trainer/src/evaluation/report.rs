@@ -7,8 +7,8 @@
 //! (name, steps, sampler) replaces an earlier one (re-running one row is
 //! cheap).
 
-pub use crate::eval::EvalRecord;
-use crate::plot::{Series, series_color, write_scatter};
+pub use crate::evaluation::eval::EvalRecord;
+use crate::evaluation::plot::{Series, series_color, write_scatter};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

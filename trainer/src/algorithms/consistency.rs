@@ -15,12 +15,12 @@
 //! Every random choice comes from counter-based streams keyed by the seed and
 //! the step, so `--resume` repeats the uninterrupted run.
 
+use crate::algorithms::train::{BACKEND_RNG, Trainer, dropout_seed};
 use crate::checkpoint::{Checkpoint, StepLog};
 use crate::config::{ConsistencyConfig, ConsistencyMode, ModelConfig, TrainConfig, TrainingMode};
 use crate::data::Dataset;
-use crate::model::UNet;
+use crate::network::model::UNet;
 use crate::sample::evaluate;
-use crate::train::{BACKEND_RNG, Trainer, dropout_seed};
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
@@ -343,7 +343,7 @@ pub fn consistency_loss<B: Backend>(
         B::seed(device, dropout_seed);
         let out_ref = model.forward(tensor4(&batch.z_s), times1(|tm| tm.s), labels());
         // Read back (detached) before the second evaluation draws its masks.
-        let out_ref = crate::onnx::tensor_values(&out_ref)?;
+        let out_ref = crate::export::onnx::tensor_values(&out_ref)?;
         B::seed(device, dropout_seed);
         let out_t = model.forward(z_t.clone(), times1(|tm| tm.t), labels());
         (out_ref, out_t)
