@@ -108,7 +108,7 @@ class SuiteUNet(nn.Module):
     them) and on the way up (the first one takes the skip concat), followed
     by self-attention where the level's resolution is in `attn_res`. Between
     levels: stride-2 3x3 conv down, nearest x2 upsample + 3x3 conv up. The
-    lowest level has a middle res block, attention (if listed), res block.
+    lowest level has a middle of two res blocks, each + attention if listed.
     """
 
     def __init__(self, res, channels, attn_res, blocks, temb=TEMB):
