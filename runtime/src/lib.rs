@@ -37,6 +37,8 @@ pub use fewstep_core;
 pub use fewstep_core::{Conditioning, PlanError, SamplerChoice, SamplerKind, SamplingPlan};
 pub use generate::{CancelToken, DEFAULT_DIFFUSION_STEPS, GenerateRequest, Noise, Progress};
 #[doc(hidden)]
+pub use graph::torch_group_norm::fuse as fuse_pytorch_group_norms;
+#[doc(hidden)]
 pub use group_norm::onnx;
 pub use images::{Images, npy_bytes, parse_npy, read_npy};
 pub use memory::{DEFAULT_MEMORY_BUDGET, MemoryEstimate, parse_bytes};

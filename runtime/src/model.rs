@@ -412,6 +412,8 @@ impl Network {
         model_dir: Option<&str>,
         meta: &Metadata,
     ) -> Result<Self, LoadError> {
+        let fused = crate::graph::torch_group_norm::fuse(proto);
+        let proto = fused.as_ref().unwrap_or(proto);
         let onnx = crate::group_norm::onnx();
         let parsed = onnx
             .parse(proto, model_dir)

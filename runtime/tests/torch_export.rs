@@ -58,8 +58,11 @@ fn stamp(proto: &mut fewstep::pb::ModelProto) -> Result<fewstep::Model, fewstep:
 /// declares the intermediate shapes with `N`.)
 fn forward(bytes: &[u8], conv: ConvAlgorithm, z: &[f32], zshape: &[usize], t: &[f32]) -> Vec<f32> {
     let n = zshape[0];
+    // As `Model` loads it: PyTorch's group-norm chains fused first.
+    let proto = fewstep::decode(bytes).expect("decode");
+    let fused = fewstep::fuse_pytorch_group_norms(&proto).expect("PyTorch group norms found");
     let mut model = fewstep::onnx()
-        .model_for_read(&mut &bytes[..])
+        .model_for_proto_model(&fused)
         .expect("parse");
     let sym = model.sym("N");
     let batch = TDim::Sym(sym.clone());
@@ -80,6 +83,7 @@ fn forward(bytes: &[u8], conv: ConvAlgorithm, z: &[f32], zshape: &[usize], t: &[
     let mut typed = typed.set_symbols(&subs).expect("bind N");
     let (fused, convs) = fewstep::rewrite_graph(&mut typed, conv).expect("fewstep's rewrites");
     eprintln!("  {conv:?}: {fused} group-norm SiLUs fused, {convs} convolutions rewritten");
+    assert!(fused > 0, "the fused group norms take their SiLUs");
     let plan = typed
         .into_optimized()
         .and_then(|m| m.into_runnable())

@@ -42,7 +42,9 @@ fn group_normalization(
     let epsilon = node.get_attr_opt("epsilon")?.unwrap_or(1e-5);
     let groups: usize = node.get_attr("num_groups")?;
     ensure!(groups > 0, "GroupNormalization: num_groups is 0");
-    let per_channel = ctx.onnx_operator_set_version >= 21;
+    // Or a node fewstep made from PyTorch's export (`torch_group_norm`).
+    let per_channel = ctx.onnx_operator_set_version >= 21
+        || node.get_attr_opt::<i64>(super::torch_group_norm::PER_CHANNEL_ATTR)? == Some(1);
     Ok((
         expand(GroupNormalization {
             epsilon,
