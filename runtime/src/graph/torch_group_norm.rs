@@ -214,6 +214,17 @@ fn attr_int(name: &str, i: i64) -> AttributeProto {
     }
 }
 
+/// A tensor's values: its little-endian `raw_data` when it has any, else
+/// its typed field.
+fn raw_or<T: Clone, const N: usize>(raw: &[u8], from_le: fn([u8; N]) -> T, typed: &[T]) -> Vec<T> {
+    if raw.is_empty() {
+        return typed.to_vec();
+    }
+    raw.chunks_exact(N)
+        .filter_map(|b| b.try_into().ok().map(from_le))
+        .collect()
+}
+
 /// Constant tensors by name: initializers and `Constant` nodes' values.
 struct Constants<'a> {
     tensors: HashMap<&'a str, &'a TensorProto>,
@@ -240,34 +251,14 @@ impl<'a> Constants<'a> {
 
     fn ints(&self, name: &str) -> Option<Vec<i64>> {
         let t = self.tensors.get(name)?;
-        if t.data_type != tensor_proto::DataType::Int64 as i32 {
-            return None;
-        }
-        if !t.raw_data.is_empty() {
-            return Some(
-                t.raw_data
-                    .chunks_exact(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
-                    .collect(),
-            );
-        }
-        Some(t.int64_data.clone())
+        (t.data_type == tensor_proto::DataType::Int64 as i32)
+            .then(|| raw_or(&t.raw_data, i64::from_le_bytes, &t.int64_data))
     }
 
     fn floats(&self, name: &str) -> Option<Vec<f32>> {
         let t = self.tensors.get(name)?;
-        if t.data_type != tensor_proto::DataType::Float as i32 {
-            return None;
-        }
-        if !t.raw_data.is_empty() {
-            return Some(
-                t.raw_data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap_or_default()))
-                    .collect(),
-            );
-        }
-        Some(t.float_data.clone())
+        (t.data_type == tensor_proto::DataType::Float as i32)
+            .then(|| raw_or(&t.raw_data, f32::from_le_bytes, &t.float_data))
     }
 
     /// A `[C, 1, 1]` (or `[1, C, 1, 1]`) constant as `C` values, `C` a
