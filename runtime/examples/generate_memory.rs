@@ -12,41 +12,9 @@
 //! Prints one tab-separated line of `key=value` (KiB); `bench/generate_memory.sh`
 //! runs it for every row of its table.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
-/// The system allocator, counting the bytes in use and their peak.
-struct Counting;
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = IN_USE.fetch_add(layout.size(), Relaxed) + layout.size();
-            PEAK.fetch_max(now, Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.dealloc(p, layout) };
-        IN_USE.fetch_sub(layout.size(), Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        // SAFETY: forwarded with the caller's arguments.
-        let q = unsafe { System.realloc(p, layout, new) };
-        if !q.is_null() {
-            IN_USE.fetch_sub(layout.size(), Relaxed);
-            let now = IN_USE.fetch_add(new, Relaxed) + new;
-            PEAK.fetch_max(now, Relaxed);
-        }
-        q
-    }
-}
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::Counting;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -85,8 +53,7 @@ fn main() {
     let loaded = status_kib("VmRSS:");
     // Reset the peak to the current RSS (Linux ≥ 4.0).
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
-    let heap_loaded = IN_USE.load(Relaxed);
-    PEAK.store(heap_loaded, Relaxed);
+    let heap_loaded = Counting::reset_peak();
     let images = model
         .generate()
         .batch(batch)
@@ -96,7 +63,7 @@ fn main() {
         .run()
         .expect("generate");
     let peak = status_kib("VmHWM:");
-    let heap_peak = PEAK.load(Relaxed) - heap_loaded;
+    let heap_peak = Counting::peak() - heap_loaded;
     assert_eq!(images.data().len(), batch * model.metadata().image_len());
     let guided = false;
     let estimate = model.memory_estimate(batch, guided, execution, threads);

@@ -349,8 +349,16 @@ fn check_decl(d: &TensorDecl, elem: i32, rest: Option<&[i64]>) -> Result<(), Loa
     Ok(())
 }
 
+/// Batched plans (batch sizes other than 1) kept besides the batch-1 plan.
+/// Each holds its own packed weights, about twice the model's f32 weights
+/// (+28 MiB for the shipped model): an app asking for many batch sizes
+/// must not grow by a plan per size. The least recently used is dropped
+/// (a request still running on it keeps it alive until it returns).
+pub(crate) const BATCHED_PLANS_KEPT: usize = 2;
+
 /// The compiled network: a decluttered symbolic-batch graph and concrete
-/// plans per batch size, built on first use and cached.
+/// plans per batch size, built on first use: the batch-1 plan (per-image
+/// execution) for the model's life, at most [`BATCHED_PLANS_KEPT`] others.
 #[derive(Debug)]
 pub(crate) struct Network {
     typed: TypedModel,
@@ -359,7 +367,54 @@ pub(crate) struct Network {
     pub(crate) input_order: Vec<InputKind>,
     /// How plans compute 3×3 convolutions (`crate::winograd`).
     conv: ConvAlgorithm,
-    plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+    plans: Mutex<Plans>,
+}
+
+/// The cached plans, by batch size.
+#[derive(Debug, Default)]
+struct Plans {
+    single: Option<Arc<TypedRunnableModel>>,
+    /// Most recently used last.
+    batched: Vec<(usize, Arc<TypedRunnableModel>)>,
+}
+
+impl Plans {
+    fn get(&mut self, batch: usize) -> Option<Arc<TypedRunnableModel>> {
+        if batch == 1 {
+            return self.single.clone();
+        }
+        let i = self.batched.iter().position(|(b, _)| *b == batch)?;
+        let entry = self.batched.remove(i);
+        let plan = entry.1.clone();
+        self.batched.push(entry);
+        Some(plan)
+    }
+
+    fn insert(&mut self, batch: usize, plan: Arc<TypedRunnableModel>) {
+        if batch == 1 {
+            self.single = Some(plan);
+            return;
+        }
+        self.batched.retain(|(b, _)| *b != batch);
+        if self.batched.len() >= BATCHED_PLANS_KEPT {
+            self.batched.remove(0);
+        }
+        self.batched.push((batch, plan));
+    }
+
+    fn clear(&mut self) {
+        *self = Plans::default();
+    }
+
+    /// Batch sizes with a plan, 1 first, then least to most recently used.
+    fn sizes(&self) -> Vec<usize> {
+        self.single
+            .as_ref()
+            .map(|_| 1)
+            .into_iter()
+            .chain(self.batched.iter().map(|(b, _)| *b))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,7 +558,7 @@ impl Network {
             batch_symbol,
             input_order,
             conv: ConvAlgorithm::default(),
-            plans: Mutex::new(HashMap::new()),
+            plans: Mutex::new(Plans::default()),
         };
         // Build the batch-1 plan now: a graph tract cannot optimise is a load
         // error, not a surprise at the first generate call.
@@ -513,8 +568,8 @@ impl Network {
 
     /// The plan for a concrete batch size (cached).
     pub(crate) fn plan(&self, batch: usize) -> Result<Arc<TypedRunnableModel>, LoadError> {
-        if let Some(p) = self.lock_plans().get(&batch) {
-            return Ok(p.clone());
+        if let Some(p) = self.lock_plans().get(batch) {
+            return Ok(p);
         }
         // Built outside the lock: another thread may build the same plan
         // concurrently; either result is equivalent.
@@ -547,7 +602,13 @@ impl Network {
         self.typed.set_symbols(&subs).map_err(tract_err)
     }
 
-    fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<TypedRunnableModel>>> {
+    /// Batch sizes that have a plan now (1 first, then least to most
+    /// recently used).
+    pub(crate) fn planned_batches(&self) -> Vec<usize> {
+        self.lock_plans().sizes()
+    }
+
+    fn lock_plans(&self) -> std::sync::MutexGuard<'_, Plans> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.plans.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -748,9 +809,19 @@ impl Model {
     }
 
     /// Builds the concrete plan for a batch size now (it is otherwise built on
-    /// first use): the batched execution mode runs one plan of the whole batch.
+    /// first use): the batched execution mode runs one plan of the whole batch
+    /// (twice the batch with guidance). The model keeps the batch-1 plan and
+    /// the two most recently used others; each costs about twice the f32
+    /// weights ([`MemoryEstimate::plan`](crate::MemoryEstimate::plan)).
     pub fn prepare_batch(&self, batch: usize) -> Result<(), LoadError> {
         self.net.plan(batch).map(|_| ())
+    }
+
+    /// Batch sizes whose plan is built and kept now: 1 first, then the
+    /// batched ones from least to most recently used.
+    #[doc(hidden)]
+    pub fn planned_batches(&self) -> Vec<usize> {
+        self.net.planned_batches()
     }
 }
 
