@@ -207,32 +207,46 @@ impl ModelConfig {
     }
 }
 
-/// Diffusion pretraining settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Diffusion pretraining settings; as flags (`clap::Args`) they are
+/// `fewstep-train diffusion`'s training flags, with [`TrainConfig::default`]
+/// as their defaults (`steps` is set by the command's `--steps`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct TrainConfig {
     /// Total optimiser steps.
+    #[arg(skip = TrainConfig::default().steps)]
     pub steps: u64,
     /// Examples per step.
+    #[arg(long, default_value_t = TrainConfig::default().batch)]
     pub batch: usize,
-    /// Peak learning rate.
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     pub lr: f64,
     /// Linear warm-up steps.
+    #[arg(long, default_value_t = TrainConfig::default().warmup)]
     pub warmup: u64,
     /// AdamW weight decay.
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
     pub weight_decay: f64,
-    /// Global gradient-norm clip (0 disables).
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long, default_value_t = TrainConfig::default().grad_clip)]
     pub grad_clip: f64,
     /// EMA decay of the exported weights.
+    #[arg(long, default_value_t = TrainConfig::default().ema_decay)]
     pub ema_decay: f64,
-    /// Probability of replacing a label with the null label (class-conditional).
+    /// Probability of training a class-conditional model on the null label.
+    #[arg(long, default_value_t = TrainConfig::default().label_dropout)]
     pub label_dropout: f64,
-    /// Seed of every random choice (data order, t, noise, dropout).
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
-    /// Sample grid / checkpoint / loss plot every this many steps.
+    /// Checkpoint, loss curve and sample grid every K steps.
+    #[arg(long, default_value_t = TrainConfig::default().sample_every)]
     pub sample_every: u64,
-    /// aDDIM steps of the preview sample grid.
+    /// aDDIM steps of the sample grid.
+    #[arg(long, default_value_t = TrainConfig::default().sample_steps)]
     pub sample_steps: u32,
-    /// Images in the preview grid.
+    /// Images in the sample grid.
+    #[arg(long, default_value_t = TrainConfig::default().sample_count)]
     pub sample_count: usize,
 }
 
@@ -287,6 +301,18 @@ impl TrainConfig {
 pub fn parse_schedule_arg(s: &str) -> Result<String> {
     Schedule::parse(s).with_context(|| format!("--schedule {s:?}"))?;
     Ok(s.to_string())
+}
+
+/// Parses `--teacher-sampler`: core's one spelling (`addim`, `ddim`).
+pub fn parse_sampler_kind(s: &str) -> std::result::Result<SamplerKind, String> {
+    s.parse()
+        .map_err(|_| format!("unknown sampler {s:?} (expected addim or ddim)"))
+}
+
+/// Parses `--sampler`: core's one spelling (`auto`, `ddim`, `addim`).
+pub fn parse_sampler_choice(s: &str) -> std::result::Result<fewstep_core::SamplerChoice, String> {
+    s.parse()
+        .map_err(|e: fewstep_core::PlanError| e.to_string())
 }
 
 /// What a run trains; stored in the checkpoint so that `export` writes the
@@ -345,13 +371,14 @@ impl TrainingMode {
     }
 }
 
-/// Consistency training (`x_teacher = x`) or distillation (a frozen teacher).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Consistency training (`x_teacher = x`) or distillation (a frozen teacher);
+/// `--mode ct|cd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsistencyMode {
-    /// Consistency training: the teacher step uses the data `x`.
+    /// Consistency training (x_teacher = x).
     Ct,
-    /// Consistency distillation: the teacher is the pretrained diffusion model.
+    /// Consistency distillation (a frozen diffusion teacher).
     Cd,
 }
 

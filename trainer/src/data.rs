@@ -75,12 +75,15 @@ pub enum DataKind {
     PngFolder,
 }
 
-/// Options for the PNG folder reader.
-#[derive(Debug, Clone, Copy)]
+/// Options for the PNG folder reader (the `--size` and `--channels` flags of
+/// the commands that read a dataset).
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct PngOptions {
-    /// Target side length (images are resized to `size × size`).
+    /// PNG folders: resize to SIZE x SIZE.
+    #[arg(long, default_value_t = PngOptions::default().size)]
     pub size: usize,
-    /// 1 (grey) or 3 (RGB).
+    /// PNG folders: 1 (grey) or 3 (RGB) channels.
+    #[arg(long, default_value_t = PngOptions::default().channels)]
     pub channels: usize,
 }
 

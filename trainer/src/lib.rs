@@ -14,7 +14,14 @@
 //!   exactly resumable checkpoints ([`checkpoint`]), sampling with
 //!   `fewstep-core`'s samplers ([`sample`]), the progress bar and time
 //!   stamps of the commands ([`output`]), and the training commands
-//!   ([`run`]).
+//!   ([`run`]);
+//! - the command line, `fewstep-train` (the binary's `src/cli/`): each
+//!   command's flags are one options type here, which derives `clap::Args`
+//!   ([`run::DiffusionOptions`], [`run::ConsistencyOptions`],
+//!   [`run::ProgressiveOptions`], [`algorithms::xvar::StoreOptions`],
+//!   [`evaluation::classifier::ClassifierOptions`],
+//!   [`evaluation::eval::EvalOptions`]); the binary adds only `--backend`
+//!   and what has no library counterpart.
 //!
 //! All diffusion math comes from `fewstep-core`.
 //!

@@ -6,7 +6,10 @@ use crate::algorithms::consistency::ConsistencyTrainer;
 use crate::algorithms::progressive::ProgressiveTrainer;
 use crate::algorithms::train::{Trainer, check_data};
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, StepLog, checkpoint_path};
-use crate::config::{ConsistencyConfig, ModelConfig, ProgressiveConfig, TrainConfig, TrainingMode};
+use crate::config::{
+    ConsistencyConfig, ConsistencyMode, ModelConfig, ProgressiveConfig, TrainConfig, TrainingMode,
+    parse_sampler_kind, parse_schedule_arg,
+};
 use crate::data::{Dataset, PngOptions, load_data, resolve_data};
 use crate::evaluation::plot;
 use crate::network::model::UNet;
@@ -17,6 +20,7 @@ use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use fewstep_core::Conditioning;
 use fewstep_core::plan::SamplerKind;
+use fewstep_core::training::{LossWeight, PAPER_HUBER_C, PAPER_XVAR_FRAC, TeacherAnneal};
 use fewstep_core::{SamplingPlan, XVar};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,43 +29,60 @@ use std::time::Instant;
 // cross-crate chain test) reach it here too.
 pub use crate::export::{export_checkpoint, load_ema_cpu};
 
-/// Options of `fewstep-train diffusion`.
-#[derive(Debug, Clone)]
+/// Options of `fewstep-train diffusion`; as `clap::Args`, its flags.
+#[derive(Debug, Clone, clap::Args)]
 pub struct DiffusionOptions {
-    /// `--data`.
+    /// A directory with Fashion-MNIST style idx(.gz) files, or a folder of PNGs
+    /// (class sub-folders give labels).
+    #[arg(long)]
     pub data: PathBuf,
-    /// `--out`: the run directory.
+    /// Run directory: checkpoint, log.csv, loss.png, samples/.
+    #[arg(long)]
     pub out: PathBuf,
-    /// `--preset`.
+    /// Network size: tiny, small or medium.
+    #[arg(long, default_value = "small")]
     pub preset: String,
-    /// `--class-cond`.
-    pub class_cond: bool,
-    /// `--resume`.
-    pub resume: bool,
-    /// `--steps` (on resume: the new total).
+    /// Total optimiser steps (on --resume: the new total).
+    #[arg(long)]
     pub steps: Option<u64>,
-    /// `--limit`: use only the first N images.
+    /// Training settings (ignored on resume, except `steps`, which `--steps`
+    /// sets).
+    #[command(flatten)]
+    pub train: TrainConfig,
+    /// Condition on the dataset's labels (adds the null label for guidance).
+    #[arg(long)]
+    pub class_cond: bool,
+    /// Continue the run in --out exactly where its checkpoint stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// Overrides of the preset's network settings.
+    #[command(flatten)]
+    pub model_overrides: ModelOverrides,
+    /// Use only the first N images.
+    #[arg(long)]
     pub limit: Option<usize>,
     /// PNG folder options.
+    #[command(flatten)]
     pub png: PngOptions,
-    /// Overrides of the preset's network settings.
-    pub model_overrides: ModelOverrides,
-    /// Training settings (ignored on resume, except `steps`).
-    pub train: TrainConfig,
     /// No progress bar.
+    #[arg(long)]
     pub quiet: bool,
 }
 
 /// Settings that override a preset.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ModelOverrides {
-    /// `--schedule`.
+    /// Noise schedule (a fewstep.schedule value).
+    #[arg(long, value_parser = parse_schedule_arg)]
     pub schedule: Option<String>,
-    /// `--prediction`.
+    /// Network output: v (default) or x.
+    #[arg(long)]
     pub prediction: Option<String>,
-    /// `--dropout`.
+    /// Dropout in the ResNet blocks (overrides the preset).
+    #[arg(long)]
     pub dropout: Option<f64>,
-    /// `--base-channels`.
+    /// Channels of the first level (overrides the preset).
+    #[arg(long)]
     pub base_channels: Option<usize>,
 }
 
@@ -343,29 +364,200 @@ pub fn bench<B: AutodiffBackend>(
     Ok((steps as f64 * batch as f64) / secs)
 }
 
-/// Options shared by `consistency` and `progressive`.
-#[derive(Debug, Clone)]
+/// Options shared by `consistency` and `progressive` (their common flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DistillOptions {
-    /// `--init`: the diffusion checkpoint (run directory or file).
+    /// The pretrained diffusion run (directory or checkpoint file); the
+    /// student starts from its EMA weights.
+    #[arg(long)]
     pub init: Option<PathBuf>,
-    /// `--out`.
+    /// Run directory: checkpoint, log.csv, loss.png, samples/.
+    #[arg(long)]
     pub out: PathBuf,
-    /// `--data` (default: the teacher's).
+    /// Dataset (default: the one the teacher was trained on).
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// `--limit`.
+    /// Use only the first N images.
+    #[arg(long)]
     pub limit: Option<usize>,
     /// PNG folder options.
+    #[command(flatten)]
     pub png: PngOptions,
-    /// `--resume`.
-    pub resume: bool,
-    /// `--steps` (on resume: the new total).
-    pub steps: Option<u64>,
-    /// `--dropout` (overrides the teacher's).
+    /// Examples per step.
+    #[arg(long, default_value_t = TrainConfig::default().batch)]
+    pub batch: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long, default_value_t = TrainConfig::default().grad_clip)]
+    pub grad_clip: f64,
+    /// EMA decay of the exported weights.
+    #[arg(long, default_value_t = TrainConfig::default().ema_decay)]
+    pub ema_decay: f64,
+    /// Probability of training a class-conditional student on the null label.
+    #[arg(long, default_value_t = TrainConfig::default().label_dropout)]
+    pub label_dropout: f64,
+    /// Dropout in the ResNet blocks (default: the teacher's).
+    #[arg(long)]
     pub dropout: Option<f64>,
-    /// Training settings (ignored on resume, except `steps`).
-    pub train: TrainConfig,
+    /// Guidance scale of the teacher (1 = none; class-conditional teachers).
+    #[arg(long, default_value_t = 1.0)]
+    pub teacher_guidance: f64,
+    /// The teacher's ODE step: addim (xvar = eta ||x_teacher - x||^2 / d) or ddim.
+    #[arg(long, value_parser = parse_sampler_kind, default_value = "addim")]
+    pub teacher_sampler: SamplerKind,
+    /// eta of the teacher's aDDIM xvar.
+    #[arg(long, default_value_t = PAPER_XVAR_FRAC)]
+    pub xvar_frac: f64,
+    /// Continue the run in --out exactly where its checkpoint stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Checkpoint, loss curve and sample grid every K steps.
+    #[arg(long, default_value_t = TrainConfig::default().sample_every)]
+    pub sample_every: u64,
+    /// Images in the sample grid.
+    #[arg(long, default_value_t = TrainConfig::default().sample_count)]
+    pub sample_count: usize,
     /// No progress bar.
+    #[arg(long)]
     pub quiet: bool,
+}
+
+impl DistillOptions {
+    /// The training settings of a new run of `steps` optimiser steps
+    /// (default: [`TrainConfig::default`]'s). The distillation flags have
+    /// their own defaults (`--lr` 1e-4, `--warmup` 100) and no
+    /// `--sample-steps`: students sample with their own step count.
+    pub fn train_config(&self, steps: Option<u64>) -> TrainConfig {
+        TrainConfig {
+            steps: steps.unwrap_or(TrainConfig::default().steps),
+            batch: self.batch,
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            ema_decay: self.ema_decay,
+            label_dropout: self.label_dropout,
+            seed: self.seed,
+            sample_every: self.sample_every,
+            sample_steps: TrainConfig::default().sample_steps,
+            sample_count: self.sample_count,
+        }
+    }
+}
+
+/// Options of `fewstep-train consistency`: multistep consistency training
+/// or distillation (Algorithm 1).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsistencyOptions {
+    /// ct (consistency training) or cd (consistency distillation).
+    #[arg(long, value_enum)]
+    pub mode: ConsistencyMode,
+    /// T: the student's sampling steps.
+    #[arg(long)]
+    pub student_steps: u32,
+    /// Total optimiser steps (on --resume: the new total).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// N0 of the annealed teacher step count (paper 64).
+    #[arg(long, default_value_t = TeacherAnneal::PAPER.start)]
+    pub teacher_steps_start: f64,
+    /// N1 of the annealed teacher step count (paper 1280).
+    #[arg(long, default_value_t = TeacherAnneal::PAPER.end)]
+    pub teacher_steps_end: f64,
+    /// Iterations of the annealing (default: --steps / 2, as the paper:
+    /// 64 -> 1280 over 100k of 200k iterations).
+    #[arg(long)]
+    pub anneal_iters: Option<u64>,
+    /// A fixed teacher step count instead of the annealing (paper Table 2).
+    #[arg(long)]
+    pub teacher_steps_fixed: Option<f64>,
+    /// c of the pseudo-Huber loss.
+    #[arg(long, default_value_t = PAPER_HUBER_C)]
+    pub huber_c: f64,
+    /// w(t) of the loss: snr1 (SNR + 1, as Algorithm 1 is written) or
+    /// sqrt-snr1 (sqrt(SNR + 1): the v-space distance).
+    #[arg(long, default_value_t = LossWeight::default())]
+    pub loss_weight: LossWeight,
+    /// The flags shared with `progressive`.
+    #[command(flatten)]
+    pub distill: DistillOptions,
+}
+
+impl ConsistencyOptions {
+    /// The consistency settings of a new run (`init` and `init_step` are
+    /// filled in from `--init` when the run starts): `--teacher-steps-fixed`
+    /// replaces the annealing, whose length defaults to half of `--steps`.
+    pub fn config(&self) -> ConsistencyConfig {
+        let (start, end, anneal_iters) = match self.teacher_steps_fixed {
+            Some(n) => (n, n, 0),
+            None => (
+                self.teacher_steps_start,
+                self.teacher_steps_end,
+                self.anneal_iters.unwrap_or(TeacherAnneal::default_iters(
+                    self.distill.train_config(self.steps).steps,
+                )),
+            ),
+        };
+        ConsistencyConfig {
+            mode: self.mode,
+            student_steps: self.student_steps,
+            xvar_frac: self.distill.xvar_frac,
+            teacher_sampler: self.distill.teacher_sampler,
+            teacher_steps_start: start,
+            teacher_steps_end: end,
+            anneal_iters,
+            huber_c: self.huber_c,
+            loss_weight: self.loss_weight,
+            teacher_guidance: self.distill.teacher_guidance,
+            init: String::new(),
+            init_step: 0,
+        }
+    }
+}
+
+/// Options of `fewstep-train progressive`: progressive distillation.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProgressiveOptions {
+    /// Student steps of the last stage.
+    #[arg(long)]
+    pub target_steps: u32,
+    /// Sampling steps of the first teacher (target times a power of two).
+    #[arg(long, default_value_t = 64)]
+    pub start_steps: u32,
+    /// Optimiser steps per stage.
+    #[arg(long, default_value_t = 1000)]
+    pub stage_steps: u64,
+    /// The flags shared with `consistency`.
+    #[command(flatten)]
+    pub distill: DistillOptions,
+}
+
+impl ProgressiveOptions {
+    /// The progressive settings of a new run (`init` and `init_step` are
+    /// filled in from `--init` when the run starts).
+    pub fn config(&self) -> ProgressiveConfig {
+        ProgressiveConfig {
+            start_steps: self.start_steps,
+            target_steps: self.target_steps,
+            stage_iters: self.stage_steps,
+            teacher_sampler: self.distill.teacher_sampler,
+            xvar_frac: self.distill.xvar_frac,
+            teacher_guidance: self.distill.teacher_guidance,
+            init: String::new(),
+            init_step: 0,
+        }
+    }
 }
 
 /// Loads `--data` (or the teacher's data) for a distillation run.
@@ -408,11 +600,12 @@ fn load_init(opts: &DistillOptions) -> Result<(Checkpoint, String)> {
 /// `fewstep-train consistency`: multistep consistency training (CT) or
 /// distillation (CD) from a diffusion checkpoint (Algorithm 1).
 pub fn consistency<B: AutodiffBackend>(
-    opts: &DistillOptions,
-    ccfg: ConsistencyConfig,
+    consistency: &ConsistencyOptions,
     device: B::Device,
 ) -> Result<()> {
+    let ccfg = consistency.config();
     ccfg.validate()?;
+    let opts = &consistency.distill;
     let (run, data) = match existing_run(opts)? {
         Some(ckpt) => {
             let TrainingMode::Consistency(c) = &ckpt.meta.mode else {
@@ -426,7 +619,7 @@ pub fn consistency<B: AutodiffBackend>(
                 .with_context(|| format!("loading the run's teacher {}", c.init))?;
             let data = distill_data(opts, &init, "--resume")?;
             let mut run = ConsistencyTrainer::<B>::from_checkpoint(ckpt, device)?;
-            if let Some(s) = opts.steps {
+            if let Some(s) = consistency.steps {
                 run.trainer.train.steps = s;
             }
             (run, data)
@@ -439,10 +632,7 @@ pub fn consistency<B: AutodiffBackend>(
                 init_step: init.meta.step,
                 ..ccfg
             };
-            let mut train = opts.train.clone();
-            if let Some(s) = opts.steps {
-                train.steps = s;
-            }
+            let train = opts.train_config(consistency.steps);
             let run =
                 ConsistencyTrainer::<B>::new(&init, ccfg, train, &data, opts.dropout, device)?;
             (run, data)
@@ -465,11 +655,12 @@ pub fn consistency<B: AutodiffBackend>(
 /// `fewstep-train progressive`: progressive distillation from a diffusion
 /// checkpoint down to `target_steps`.
 pub fn progressive<B: AutodiffBackend>(
-    opts: &DistillOptions,
-    pcfg: ProgressiveConfig,
+    progressive: &ProgressiveOptions,
     device: B::Device,
 ) -> Result<()> {
+    let pcfg = progressive.config();
     pcfg.validate()?;
+    let opts = &progressive.distill;
     let (mut run, data) = match existing_run(opts)? {
         Some(ckpt) => {
             let TrainingMode::Progressive(p) = &ckpt.meta.mode else {
@@ -498,7 +689,7 @@ pub fn progressive<B: AutodiffBackend>(
             let run = ProgressiveTrainer::<B>::new(
                 &init,
                 pcfg,
-                opts.train.clone(),
+                opts.train_config(None),
                 &data,
                 &opts.out,
                 device,

@@ -14,24 +14,52 @@ use burn::tensor::backend::Backend;
 use fewstep_core::rng::{GaussianStream, UniformStream};
 use fewstep_core::training::noised;
 use fewstep_core::training::{teacher_xvar, uniform_index};
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Seed offset of the measurement's noise.
 const NOISE_SEED_SALT: u64 = 0x7876_6172_0000_0005;
 
-/// Options of one measurement.
-#[derive(Debug, Clone, Copy)]
+/// Options of one measurement (the measurement flags of `fewstep-train
+/// xvar`). `points >= 2`; the same `examples` are used at every `t`; `eta`
+/// is 0.75 in the paper.
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct XvarOptions {
-    /// Table entries `K >= 2` (at `t = i / (K - 1)`).
-    pub points: usize,
-    /// Data examples per entry (the same examples at every `t`).
-    pub examples: usize,
-    /// `eta` (paper 0.75).
+    /// eta: the table holds eta * E||x_hat - x||^2 / d.
+    #[arg(long, default_value_t = fewstep_core::training::PAPER_XVAR_FRAC)]
     pub xvar_frac: f64,
+    /// Table entries, at t = i / (K - 1).
+    #[arg(long, default_value_t = 33)]
+    pub points: usize,
+    /// Data examples per entry.
+    #[arg(long, default_value_t = 256)]
+    pub examples: usize,
     /// Network evaluations per batch.
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Seed of the example choice and the noise.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// Options of `fewstep-train xvar`: which checkpoint, on which data, and
+/// the measurement.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreOptions {
+    /// A diffusion run directory or checkpoint file (updated in place).
+    #[arg(long)]
+    pub ckpt: PathBuf,
+    /// Dataset (default: the one the checkpoint was trained on).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use only the first N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The measurement.
+    #[command(flatten)]
+    pub measure: XvarOptions,
+    /// PNG folder options.
+    #[command(flatten)]
+    pub png: PngOptions,
 }
 
 /// Measures the table with `model` on `data` (class-conditional models see
@@ -107,14 +135,9 @@ pub fn measure<B: Backend>(
 /// `fewstep-train xvar`: measures the empirical aDDIM table of a diffusion
 /// checkpoint's EMA weights and stores it in the checkpoint (atomically), so
 /// that `export` writes `fewstep.addim_xvar`. Returns the table.
-pub fn measure_and_store(
-    ckpt_path: &Path,
-    data: Option<&Path>,
-    limit: Option<usize>,
-    png: PngOptions,
-    opts: XvarOptions,
-) -> Result<Vec<f32>> {
-    let file = checkpoint_path(ckpt_path);
+pub fn measure_and_store(store: &StoreOptions) -> Result<Vec<f32>> {
+    let opts = store.measure;
+    let file = checkpoint_path(&store.ckpt);
     let mut ckpt = Checkpoint::load(&file)?;
     if !matches!(ckpt.meta.mode, TrainingMode::Diffusion) {
         bail!(
@@ -123,8 +146,8 @@ pub fn measure_and_store(
             ckpt.meta.mode.describe()
         );
     }
-    let path = resolve_data(data, &ckpt, "xvar")?;
-    let data = load_data(&path, png, limit)?;
+    let path = resolve_data(store.data.as_deref(), &ckpt, "xvar")?;
+    let data = load_data(&path, store.png, store.limit)?;
     let model = load_ema_cpu(&ckpt)?;
     let table = measure(&model, &ckpt.meta.model, &data, opts, &Default::default())?;
     ckpt.meta.addim_xvar = Some(XvarTable {

@@ -451,27 +451,52 @@ pub fn load_split(path: &Path, png: PngOptions) -> Result<Split> {
     }
 }
 
-/// Options of `fewstep-train classifier`.
-#[derive(Debug, Clone)]
+/// Options of `fewstep-train classifier`; as `clap::Args`, its flags.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClassifierOptions {
-    /// `--data`.
+    /// An idx directory (train-* and t10k-* files) or a folder of PNGs in
+    /// class sub-folders.
+    #[arg(long)]
     pub data: PathBuf,
-    /// `--out`: the run directory.
+    /// Run directory: classifier.fscl and classifier.json.
+    #[arg(long)]
     pub out: PathBuf,
     /// Passes over the training split.
+    #[arg(long, default_value_t = 4)]
     pub epochs: usize,
     /// Examples per step.
+    #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Seed of the initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Use only the first N training images.
+    /// Train on only the first N training images.
+    #[arg(long)]
     pub limit: Option<usize>,
-    /// PNG folder options.
-    pub png: PngOptions,
+    /// PNG folders: resize to SIZE x SIZE.
+    #[arg(long, default_value_t = PngOptions::default().size)]
+    pub image_size: usize,
+    /// PNG folders: 1 (grey) or 3 (RGB) channels.
+    #[arg(long, default_value_t = PngOptions::default().channels)]
+    pub image_channels: usize,
     /// No progress bar.
+    #[arg(long)]
     pub quiet: bool,
+}
+
+impl ClassifierOptions {
+    /// The PNG folder options (`--image-size`, `--image-channels`: the
+    /// classifier's flags are named apart from the training commands'
+    /// `--size` and `--channels`).
+    pub fn png(&self) -> PngOptions {
+        PngOptions {
+            size: self.image_size,
+            channels: self.image_channels,
+        }
+    }
 }
 
 /// Seed salt of the per-epoch shuffles.
@@ -509,7 +534,7 @@ pub fn train<B: AutodiffBackend>(
             file.display()
         );
     }
-    let mut split = load_split(&opts.data, opts.png)?;
+    let mut split = load_split(&opts.data, opts.png())?;
     if let Some(n) = opts.limit {
         ensure!(n >= 1, "--limit must be >= 1");
         split.train.truncate(n);

@@ -9,6 +9,7 @@
 //! samples and, for class-conditional models, how often the classifier
 //! agrees with the requested label.
 
+use crate::config::parse_sampler_choice;
 use crate::data::PngOptions;
 use crate::evaluation::classifier::{SavedClassifier, load_split, score};
 use crate::evaluation::metrics::{self, Features, Kid};
@@ -28,36 +29,54 @@ pub const KID_MAX_SUBSET: usize = 1000;
 /// Seed salt of the floor's choice of training images.
 const FLOOR_SALT: u64 = 0x666c_6f6f_7200_0001;
 
-/// Options of `fewstep-train eval`.
-#[derive(Debug, Clone)]
+/// Options of `fewstep-train eval`; as `clap::Args`, its flags (less the
+/// command's `--results` and `--backend`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalOptions {
-    /// `--model`: a fewstep ONNX model.
+    /// The fewstep ONNX model to benchmark.
+    #[arg(long)]
     pub model: PathBuf,
-    /// `--classifier`: a classifier run directory or file.
+    /// The classifier run directory (or its classifier.fscl).
+    #[arg(long)]
     pub classifier: PathBuf,
-    /// `--data`: the dataset whose test split is the reference.
+    /// The dataset whose test split is the reference (as for `classifier`).
+    #[arg(long)]
     pub data: PathBuf,
-    /// `--n`: samples to generate.
+    /// Samples to generate.
+    #[arg(long)]
     pub n: usize,
-    /// `--steps` (default: the model's own).
+    /// Sampling steps (default: the model's own).
+    #[arg(long)]
     pub steps: Option<u32>,
-    /// `--sampler`.
+    /// Sampler: auto (the model's default: T DDIM steps for a consistency model,
+    /// aDDIM for a diffusion model), ddim or addim.
+    #[arg(long, value_parser = parse_sampler_choice, default_value = "auto")]
     pub sampler: SamplerChoice,
-    /// `--seed`: noise of the samples, KID subsets, the floor's images.
+    /// Seed of the noise (image k gets noise k at any --batch), the KID
+    /// subsets and the floor's images.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// `--threads` (default: all available).
+    /// Runtime threads (default: all available).
+    #[arg(long)]
     pub threads: Option<usize>,
-    /// `--batch`: images per runtime call.
+    /// Images per runtime call.
+    #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// `--name` of the result row (default: model stem, steps, sampler).
+    /// Name of the result row (default: model file stem, steps, sampler).
+    #[arg(long)]
     pub name: Option<String>,
-    /// `--grid`: write a PNG grid of the first samples here.
+    /// Write a PNG grid of the first --grid-count samples.
+    #[arg(long)]
     pub grid: Option<PathBuf>,
-    /// `--grid-count`.
+    /// Samples in the grid.
+    #[arg(long, default_value_t = 100)]
     pub grid_count: usize,
-    /// `--floor`: also score real training images against the reference.
+    /// Also score N real training images against the same reference (the
+    /// real-vs-real floor of both metrics).
+    #[arg(long)]
     pub floor: bool,
     /// No progress bar.
+    #[arg(long)]
     pub quiet: bool,
 }
 
