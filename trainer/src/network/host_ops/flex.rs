@@ -1,25 +1,66 @@
 //! The host ops on `flex`: type dispatch, and one autodiff node per op whose
-//! backward runs the host kernels.
+//! backward runs the host kernels. The kernels read flex's buffers in place
+//! (a contiguous f32 tensor is borrowed, not copied: the autodiff graph
+//! shares every input it keeps, so a by-value conversion copied each one)
+//! and their results become flex tensors without a copy.
 
 use super::conv::{self, ConvGeom};
 use super::group_norm::{self, NormGeom};
-use super::{conv_forward, group_norm_forward, host, to_device};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::{Backend, BackendTypes};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 
 /// The training backend these nodes serve (`FlexTrain`).
 type FlexAd = Autodiff<Flex, NoCheckpointing>;
 /// A backend's float tensor primitive.
 type Float<B> = <B as BackendTypes>::FloatTensorPrimitive;
+
+/// A flex tensor's values (row-major) as `f32`: borrowed when the tensor is
+/// contiguous f32, converted otherwise.
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(v) => Cow::Borrowed(v),
+        None => Cow::Owned(
+            t.clone()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_else(|e| unreachable!("a converted f32 tensor reads as f32: {e:?}")),
+        ),
+    }
+}
+
+/// Values of shape `shape` as a flex tensor (the vector becomes its buffer).
+fn flex_tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+/// The convolution's forward pass on flex tensors.
+fn conv_forward(g: &ConvGeom, x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    let y = conv::forward(g, &values(x), &values(w), Some(&values(b)));
+    flex_tensor(y, [g.n, g.cout, g.ho(), g.wo()])
+}
+
+/// GroupNorm (+ SiLU) forward on flex tensors.
+fn group_norm_forward(
+    g: &NormGeom,
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+) -> FlexTensor {
+    let y = group_norm::forward(g, &values(x), &values(gamma), &values(beta));
+    flex_tensor(y, g.dims())
+}
 
 /// `a` as type `T`; called only where the caller's `TypeId` check proved `A`
 /// and `T` the same type.
@@ -69,8 +110,8 @@ pub(super) fn conv<B: Backend>(
         x,
         primitive(c.weight.val()),
         primitive(bias.val()),
-        |x, w, b| conv_tracked::<Flex, NoCheckpointing>(&g, x, w, b),
-        |x, w, b| conv_forward::<Flex>(&g, x, w, b),
+        |x, w, b| conv_tracked::<NoCheckpointing>(&g, x, w, b),
+        |x, w, b| conv_forward(&g, &x, &w, &b),
     )
 }
 
@@ -86,8 +127,8 @@ pub(super) fn group_norm<B: Backend>(
         x,
         primitive(gamma.val()),
         primitive(beta.val()),
-        |x, gm, bt| norm_tracked::<Flex, NoCheckpointing>(&g, x, gm, bt),
-        |x, gm, bt| group_norm_forward::<Flex>(&g, x, gm, bt),
+        |x, gm, bt| norm_tracked::<NoCheckpointing>(&g, x, gm, bt),
+        |x, gm, bt| group_norm_forward(&g, &x, &gm, &bt),
     )
 }
 
@@ -95,7 +136,7 @@ pub(super) fn group_norm<B: Backend>(
 #[derive(Debug)]
 struct ConvBackward;
 
-impl<B: Backend> Backward<B, 3> for ConvBackward {
+impl Backward<Flex, 3> for ConvBackward {
     type State = (NodeId, NodeId, ConvGeom);
 
     fn backward(
@@ -105,43 +146,32 @@ impl<B: Backend> Backward<B, 3> for ConvBackward {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_w, node_b] = ops.parents;
-        let dy = grads.consume::<B>(&ops.node);
+        let dy = grads.consume::<Flex>(&ops.node);
         let (x_state, w_state, g) = ops.state;
-        let x = checkpointer.retrieve_node_output::<Float<B>>(x_state);
-        let w = checkpointer.retrieve_node_output::<Float<B>>(w_state);
-        let dev = B::float_device(&x);
-        let (dx, dw, db) = conv::backward(
-            &g,
-            &host::<B, 4>(x),
-            &host::<B, 4>(w),
-            &host::<B, 4>(dy),
-            node_x.is_some(),
-        );
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+        let w = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
+        let (dx, dw, db) =
+            conv::backward(&g, &values(&x), &values(&w), &values(&dy), node_x.is_some());
         if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<B>(node.id, to_device::<B, 4>(dx, [g.n, g.cin, g.h, g.w], &dev));
+            grads.register::<Flex>(node.id, flex_tensor(dx, [g.n, g.cin, g.h, g.w]));
         }
         if let Some(node) = node_w {
             let shape = [g.cout, g.cin, g.kh, g.kw];
-            grads.register::<B>(node.id, to_device::<B, 4>(dw, shape, &dev));
+            grads.register::<Flex>(node.id, flex_tensor(dw, shape));
         }
         if let Some(node) = node_b {
-            grads.register::<B>(node.id, to_device::<B, 1>(db, [g.cout], &dev));
+            grads.register::<Flex>(node.id, flex_tensor(db, [g.cout]));
         }
     }
 }
 
-fn conv_tracked<B: Backend, C: CheckpointStrategy>(
+fn conv_tracked<C: CheckpointStrategy>(
     g: &ConvGeom,
-    x: Float<Autodiff<B, C>>,
-    w: Float<Autodiff<B, C>>,
-    b: Float<Autodiff<B, C>>,
-) -> Float<Autodiff<B, C>> {
-    let y = conv_forward::<B>(
-        g,
-        x.primitive.clone(),
-        w.primitive.clone(),
-        b.primitive.clone(),
-    );
+    x: Float<Autodiff<Flex, C>>,
+    w: Float<Autodiff<Flex, C>>,
+    b: Float<Autodiff<Flex, C>>,
+) -> Float<Autodiff<Flex, C>> {
+    let y = conv_forward(g, &x.primitive, &w.primitive, &b.primitive);
     match ConvBackward
         .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
         .compute_bound()
@@ -161,7 +191,7 @@ fn conv_tracked<B: Backend, C: CheckpointStrategy>(
 #[derive(Debug)]
 struct NormBackward;
 
-impl<B: Backend> Backward<B, 3> for NormBackward {
+impl Backward<Flex, 3> for NormBackward {
     type State = (NodeId, NodeId, NodeId, NormGeom);
 
     fn backward(
@@ -171,43 +201,37 @@ impl<B: Backend> Backward<B, 3> for NormBackward {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let dy = grads.consume::<B>(&ops.node);
+        let dy = grads.consume::<Flex>(&ops.node);
         let (x_state, gamma_state, beta_state, g) = ops.state;
-        let x = checkpointer.retrieve_node_output::<Float<B>>(x_state);
-        let gamma = checkpointer.retrieve_node_output::<Float<B>>(gamma_state);
-        let beta = checkpointer.retrieve_node_output::<Float<B>>(beta_state);
-        let dev = B::float_device(&x);
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FlexTensor>(gamma_state);
+        let beta = checkpointer.retrieve_node_output::<FlexTensor>(beta_state);
         let (dx, dgamma, dbeta) = group_norm::backward(
             &g,
-            &host::<B, 4>(x),
-            &host::<B, 1>(gamma),
-            &host::<B, 1>(beta),
-            &host::<B, 4>(dy),
+            &values(&x),
+            &values(&gamma),
+            &values(&beta),
+            &values(&dy),
         );
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, to_device::<B, 4>(dx, g.dims(), &dev));
+            grads.register::<Flex>(node.id, flex_tensor(dx, g.dims()));
         }
         if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, to_device::<B, 1>(dgamma, [g.c], &dev));
+            grads.register::<Flex>(node.id, flex_tensor(dgamma, [g.c]));
         }
         if let Some(node) = node_beta {
-            grads.register::<B>(node.id, to_device::<B, 1>(dbeta, [g.c], &dev));
+            grads.register::<Flex>(node.id, flex_tensor(dbeta, [g.c]));
         }
     }
 }
 
-fn norm_tracked<B: Backend, C: CheckpointStrategy>(
+fn norm_tracked<C: CheckpointStrategy>(
     g: &NormGeom,
-    x: Float<Autodiff<B, C>>,
-    gamma: Float<Autodiff<B, C>>,
-    beta: Float<Autodiff<B, C>>,
-) -> Float<Autodiff<B, C>> {
-    let y = group_norm_forward::<B>(
-        g,
-        x.primitive.clone(),
-        gamma.primitive.clone(),
-        beta.primitive.clone(),
-    );
+    x: Float<Autodiff<Flex, C>>,
+    gamma: Float<Autodiff<Flex, C>>,
+    beta: Float<Autodiff<Flex, C>>,
+) -> Float<Autodiff<Flex, C>> {
+    let y = group_norm_forward(g, &x.primitive, &gamma.primitive, &beta.primitive);
     match NormBackward
         .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
         .compute_bound()

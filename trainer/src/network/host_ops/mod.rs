@@ -29,8 +29,8 @@ mod tests;
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use conv::ConvGeom;
 use group_norm::NormGeom;
 
@@ -108,58 +108,4 @@ fn conv_geometry<B: Backend>(c: &Conv2d<B>, x: &Tensor<B, 4>) -> Option<ConvGeom
         pad,
     };
     (wcin == cin && geom.is_valid()).then_some(geom)
-}
-
-/// A float primitive's values (row-major) as `f32`.
-fn host<B: Backend, const D: usize>(t: B::FloatTensorPrimitive) -> Vec<f32> {
-    Tensor::<B, D>::from_primitive(TensorPrimitive::Float(t))
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_else(|e| unreachable!("a converted f32 tensor reads as f32: {e:?}"))
-}
-
-/// Values back into a float primitive of shape `shape` on `device`.
-fn to_device<B: Backend, const D: usize>(
-    v: Vec<f32>,
-    shape: [usize; D],
-    device: &B::Device,
-) -> B::FloatTensorPrimitive {
-    Tensor::<B, D>::from_data(TensorData::new(v, shape), device)
-        .into_primitive()
-        .tensor()
-}
-
-/// The convolution's forward pass on backend `B`'s float primitives.
-fn conv_forward<B: Backend>(
-    g: &ConvGeom,
-    x: B::FloatTensorPrimitive,
-    w: B::FloatTensorPrimitive,
-    b: B::FloatTensorPrimitive,
-) -> B::FloatTensorPrimitive {
-    let dev = B::float_device(&x);
-    let y = conv::forward(
-        g,
-        &host::<B, 4>(x),
-        &host::<B, 4>(w),
-        Some(&host::<B, 1>(b)),
-    );
-    to_device::<B, 4>(y, [g.n, g.cout, g.ho(), g.wo()], &dev)
-}
-
-/// GroupNorm (+ SiLU) forward on backend `B`'s float primitives.
-fn group_norm_forward<B: Backend>(
-    g: &NormGeom,
-    x: B::FloatTensorPrimitive,
-    gamma: B::FloatTensorPrimitive,
-    beta: B::FloatTensorPrimitive,
-) -> B::FloatTensorPrimitive {
-    let dev = B::float_device(&x);
-    let y = group_norm::forward(
-        g,
-        &host::<B, 4>(x),
-        &host::<B, 1>(gamma),
-        &host::<B, 1>(beta),
-    );
-    to_device::<B, 4>(y, g.dims(), &dev)
 }
