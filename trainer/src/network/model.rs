@@ -85,7 +85,10 @@ impl<B: Backend> ResBlock<B> {
         };
         let e = self.emb.forward(emb).reshape([n, c, 1, 1]);
         let h = h + e;
-        let h = conv(&self.conv2, self.dropout.forward(norm_silu(&self.norm2, h)));
+        let h = conv(
+            &self.conv2,
+            dropout(&self.dropout, norm_silu(&self.norm2, h)),
+        );
         let skip = match &self.skip {
             Some(c) => conv(c, x),
             None => x,
@@ -399,6 +402,15 @@ pub fn conv_im2col<B: Backend>(c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
             .reshape([n, cout, h2, w2]);
     }
     y
+}
+
+/// `dropout(x)`: a host mask on `flex` ([`crate::network::host_ops`]),
+/// Burn's `Dropout` elsewhere.
+pub fn dropout<B: Backend, const D: usize>(d: &Dropout, x: Tensor<B, D>) -> Tensor<B, D> {
+    match crate::network::host_ops::try_dropout(d, x) {
+        Ok(y) => y,
+        Err(x) => d.forward(x),
+    }
 }
 
 /// `silu(norm(x))`: one fused op on `flex` ([`crate::network::host_ops`]), Burn's

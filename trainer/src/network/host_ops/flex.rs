@@ -16,7 +16,7 @@ use burn::backend::flex::FlexTensor;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::{Backend, BackendTypes};
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Distribution, Tensor, TensorData, TensorPrimitive};
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
 
@@ -130,6 +130,34 @@ pub(super) fn group_norm<B: Backend>(
         |x, gm, bt| norm_tracked::<NoCheckpointing>(&g, x, gm, bt),
         |x, gm, bt| group_norm_forward(&g, &x, &gm, &bt),
     )
+}
+
+/// Dropout of probability `prob` through a host mask, on `Autodiff<Flex>`
+/// only (Burn's `Dropout` is the identity without autodiff; other backends
+/// draw their own masks). The mask's seed comes from the backend's seeded
+/// generator, so `--seed` still fixes every mask; the mask is a constant,
+/// and the product's gradient is the mask (as with Burn's).
+pub(super) fn dropout<B: Backend, const D: usize>(
+    prob: f64,
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if TypeId::of::<B>() != TypeId::of::<FlexAd>() || !(prob > 0.0 && prob < 1.0) {
+        return Err(x);
+    }
+    let device = x.device();
+    // Two 24-bit draws (exact in f32): a 48-bit seed.
+    let draws = Tensor::<B, 1>::random([2], Distribution::Uniform(0.0, 16_777_216.0), &device)
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_else(|e| unreachable!("a converted f32 tensor reads as f32: {e:?}"));
+    let seed = draws
+        .iter()
+        .fold(0u64, |s, &v| (s << 24) | (v as u64 & 0xFF_FFFF));
+    let shape = x.shape();
+    let mask = super::dropout::mask(seed, 1.0 - prob, shape.num_elements());
+    let mask = Tensor::<B, D>::from_data(TensorData::new(mask, shape), &device);
+    Ok(x * mask)
 }
 
 /// A convolution node: parents `[x, w, b]`; backward by [`conv::backward`].

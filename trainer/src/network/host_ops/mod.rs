@@ -21,6 +21,7 @@
 //! against Burn's own on `flex`.
 
 pub mod conv;
+pub mod dropout;
 #[cfg(feature = "flex")]
 mod flex;
 pub mod group_norm;
@@ -28,7 +29,7 @@ pub mod group_norm;
 mod tests;
 
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::nn::{Dropout, GroupNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use conv::ConvGeom;
@@ -77,6 +78,23 @@ pub fn try_group_norm<B: Backend>(
     }
     #[cfg(not(feature = "flex"))]
     {
+        Err(x)
+    }
+}
+
+/// `dropout(x)` with a host mask ([`dropout::mask`]) when training on
+/// `flex`; otherwise `Err(x)`, for Burn's `Dropout`.
+pub fn try_dropout<B: Backend, const D: usize>(
+    d: &Dropout,
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    #[cfg(feature = "flex")]
+    {
+        flex::dropout(d.prob, x)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = d;
         Err(x)
     }
 }

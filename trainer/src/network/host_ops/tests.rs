@@ -1,10 +1,10 @@
 //! Each host op against Burn's own on `flex`: output and every gradient.
 
-use super::{try_conv, try_group_norm};
+use super::{try_conv, try_dropout, try_group_norm};
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
+use burn::nn::{DropoutConfig, GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::{Distribution, Tensor};
 
@@ -126,4 +126,49 @@ fn group_norm_matches_burns_forward_and_backward() {
             &format!("{what} dbeta"),
         );
     }
+}
+
+/// Training dropout on `flex`: each value kept and scaled by `1 / keep`, or
+/// zeroed; the share kept is `keep`; the gradient is the mask itself; the
+/// same seed gives the same mask (`dropout::tests`: the backend's seed is
+/// global, and tests run in parallel). Without autodiff (and at `p = 0`) the
+/// host path steps aside, as Burn's `Dropout` is then the identity.
+#[test]
+fn dropout_masks_scale_and_pass_the_mask_as_gradient() {
+    let dev = Default::default();
+    let d = DropoutConfig::new(0.25).init();
+    let x = normal([4, 8, 16, 16]).require_grad();
+    let y =
+        try_dropout(&d, x.clone()).unwrap_or_else(|_| panic!("flex training takes the host path"));
+    let grads = y.clone().sum().backward();
+    let gx = x
+        .grad(&grads)
+        .expect("x has a gradient")
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let (xs, ys) = (
+        x.clone().into_data().to_vec::<f32>().unwrap(),
+        y.into_data().to_vec::<f32>().unwrap(),
+    );
+    let scale = 1.0 / 0.75f32;
+    let mut kept = 0usize;
+    for ((&x, &y), &g) in xs.iter().zip(&ys).zip(&gx) {
+        if g == 0.0 {
+            assert_eq!(y, 0.0);
+        } else {
+            assert!((g - scale).abs() < 1e-6, "gradient {g}");
+            assert!(
+                (y - x * scale).abs() <= 1e-6 * (1.0 + y.abs()),
+                "{y} vs {x}"
+            );
+            kept += 1;
+        }
+    }
+    let share = kept as f64 / xs.len() as f64;
+    assert!((share - 0.75).abs() < 0.02, "kept {share}");
+    // No autodiff, or nothing to drop: Burn's own path (the identity).
+    assert!(try_dropout(&d, Tensor::<Flex, 2>::zeros([2, 2], &dev)).is_err());
+    let none = DropoutConfig::new(0.0).init();
+    assert!(try_dropout(&none, x).is_err());
 }
