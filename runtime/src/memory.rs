@@ -114,10 +114,12 @@ impl MemoryEstimate {
 }
 
 /// Scratch of tract's optimiser while it builds one plan, beyond the
-/// plan's own weights. Measured with a counting allocator
-/// (`tests/memory_estimate.rs`): building a batch-2 plan peaked 5.3 MiB
-/// over the heap of the 45 k-parameter model (0.2 MB of weights), and
-/// 33 MiB for the shipped model (15.8 MB of weights, 28 MiB kept).
+/// plan's own weights. Measured in session 12 with a counting allocator (a
+/// one-off example, `docs/PERFORMANCE.md` "Batched plans"): a first
+/// batched batch-2 request peaked 5.3 MiB over the heap before it for the
+/// 45 k-parameter model (0.2 MB of weights), and 33 MiB for the shipped
+/// model (15.8 MB of weights, 28 MiB kept). `tests/memory_estimate.rs`
+/// checks the resulting estimate against counted request peaks.
 const PLAN_SCRATCH: u64 = 8 << 20;
 
 impl Model {
