@@ -208,11 +208,13 @@ class Step:
 
     def __call__(self, data):
         n = self.batch
-        idx = torch.randint(0, data.shape[0], (n,), generator=self.gen)
+        # Drawn where the data lives (the generator is on that device too).
+        dev = data.device
+        idx = torch.randint(0, data.shape[0], (n,), generator=self.gen, device=dev)
         x = data[idx]
         # t away from 0, where the plain cosine's SNR + 1 has no bound.
-        t = torch.rand(n, generator=self.gen).clamp(1e-3, 1.0)
-        eps = torch.randn(x.shape, generator=self.gen)
+        t = torch.rand(n, generator=self.gen, device=dev).clamp(1e-3, 1.0)
+        eps = torch.randn(x.shape, generator=self.gen, device=dev)
         alpha, sigma = cosine_alpha_sigma(t)
         a4, s4 = alpha[:, None, None, None], sigma[:, None, None, None]
         z = a4 * x + s4 * eps

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # One prepared command for a short GPU window (issue 20 §2). On a machine with
 # an NVIDIA GPU it:
-#   1. finds the CUDA driver and NVRTC libraries (the trainer loads both at
-#      run time through cudarc) and runs a tiny CUDA smoke step; if that
-#      fails it stops at once, so a broken window costs seconds, not minutes;
-#   2. measures examples/s of the PyTorch twin (bench/trainer_vs_torch.py)
-#      and of `fewstep-train bench --backend cuda`, side by side, for the
-#      `small` and `medium` presets;
-#   3. trains a class-conditional Fashion-MNIST teacher (`small`) for as long
-#      as the time budget allows, distils it to a 4-step student (CD,
-#      Algorithm 1) in what is left, and exports both (f16);
+#   1. puts the running driver's libcuda and an NVRTC on the loader's path
+#      (never a toolkit's compat/ or stubs/ libcuda: on the H200 machine that
+#      gave CUDA_ERROR_SYSTEM_DRIVER_MISMATCH) and writes a cubecl.toml that
+#      logs each kernel compilation and caches PTX and autotune results;
+#   2. measures examples/s of the PyTorch twin (bench/trainer_vs_torch.py),
+#      `small` and `medium` presets, then `fewstep-train bench --backend cuda`
+#      on `small`, with a monitor line every 30 s (kernels compiled so far, GPU
+#      use): Burn's CUDA backend JIT-compiles every kernel with NVRTC, about
+#      one a second on the H200 machine (session 13: 272 kernels in 240 s, the
+#      tiny preset's first two steps not done), so the first steps take minutes;
+#   3. with the time left, trains a class-conditional Fashion-MNIST teacher
+#      (`small`), distils it to a 4-step student (CD, Algorithm 1), and exports
+#      both (f16);
 #   4. leaves the ONNX files, loss curves, sample grids and the log under
 #      $OUT (default: gpu-check-out/), at most 8 files.
 # Every phase has its own deadline inside BUDGET seconds; a run killed at its
@@ -25,7 +29,8 @@
 #   TRAIN=.gpu/fewstep-train DATA=.gpu bash scripts/gpu-check.sh
 #
 # Knobs (environment): TRAIN (binary), DATA (idx folder), BATCH (128),
-# BUDGET (seconds for everything, 520), TEACHER_SHARE (percent of the
+# BUDGET (seconds for everything, 520), BENCH_LIMIT (deadline of the CUDA
+# bench, 300), TEACHER_SHARE (percent of the
 # training time that goes to the teacher, 60), BENCH_STEPS (10 timed steps),
 # PYTHON (a python with torch, default python3), BACKEND (cuda),
 # TORCH_DEVICE (cuda), OUT.
@@ -39,6 +44,7 @@ batch=${BATCH:-128}
 budget=${BUDGET:-520}
 teacher_share=${TEACHER_SHARE:-60}
 bench_steps=${BENCH_STEPS:-10}
+bench_limit=${BENCH_LIMIT:-300}
 python=${PYTHON:-python3}
 # A dry run on a CPU: BACKEND=flex TORCH_DEVICE=cpu BUDGET=240.
 backend=${BACKEND:-cuda}
@@ -66,26 +72,43 @@ nproc | sed 's/^/cpus: /' | tee -a "$log"
 # cudarc opens libcuda.so / libnvrtc.so(.13) by name: put every folder that
 # holds one on the loader's path (the driver's mount, the toolkit, pip's wheels).
 libdirs=$(find /usr/local/nvidia /usr/local/cuda /usr/local/cuda-* /usr/lib/x86_64-linux-gnu /opt \
-    \( -name 'libnvrtc.so*' -o -name 'libcuda.so*' \) -printf '%h\n' 2>/dev/null | sort -u)
+    \( -name 'libnvrtc.so*' -o -name 'libcuda.so*' \) -printf '%h\n' 2>/dev/null | grep -v -e /compat -e /stubs | sort -u)
 say "CUDA library folders: $(echo $libdirs)"
 export LD_LIBRARY_PATH="$(echo $libdirs | tr ' ' ':')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 "$train" --version 2>&1 | tee -a "$log" || { say "no trainer binary at $train"; exit 1; }
 [ -e "$data" ] || { say "no dataset at $data (set DATA)"; exit 1; }
-
-say "== smoke: one tiny CUDA training step"
-export RUST_BACKTRACE=1
-if ! timed 180 "$train" bench --data "$data" --preset tiny --batch 8 --warmup 1 --steps 2 --backend "$backend"; then
-    say "the CUDA smoke step failed; stopping"
-    exit 2
+export RUST_BACKTRACE=1 CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+compile_log=/tmp/cubecl-compile.log
+if [ ! -e cubecl.toml ]; then
+    cat > cubecl.toml <<EOF
+# written by scripts/gpu-check.sh: cubecl's settings (Burn's CUDA backend)
+[compilation]
+cache = "local"
+[compilation.logger]
+level = "basic"
+file = "$compile_log"
+[autotune]
+cache = "local"
+EOF
 fi
+# A line every 30 s: kernels compiled so far, GPU use.
+( while sleep 30; do
+    say "   [monitor $(($(date +%s) - t0)) s] kernels compiled: $(cat "$compile_log" 2>/dev/null | wc -l); GPU: $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null)"
+done ) &
+monitor=$!
+trap 'kill $monitor 2>/dev/null' EXIT
 
-say "== throughput, batch $batch (examples/s; fewstep-train bench vs the PyTorch twin, same GPU)"
+say "== throughput, batch $batch (examples/s; the PyTorch twin, then fewstep-train bench on CUDA)"
 for preset in small medium; do
     timed 90 "$python" bench/trainer_vs_torch.py --preset "$preset" --batch "$batch" --device "$torch_device" \
         --warmup 3 --steps "$bench_steps" || say "PyTorch twin ($preset) failed"
-    timed 150 "$train" bench --data "$data" --preset "$preset" --batch "$batch" --warmup 3 \
-        --steps "$bench_steps" --backend "$backend" || say "fewstep bench ($preset) failed"
 done
+timed "$bench_limit" "$train" bench --data "$data" --preset small --batch "$batch" --warmup 3 \
+    --steps "$bench_steps" --backend "$backend" || say "fewstep bench (small) failed or ran out of time"
+if grep -q '^error: CUDA: ' "$log"; then
+    say "the trainer cannot use CUDA here (the error above); stopping"
+    exit 2
+fi
 # Checkpoint about every 30 s of training, from the measured `small` rate
 # (a run stopped at its deadline keeps its last checkpoint).
 small_rate=$(grep -o 'preset small batch [0-9]* [0-9x]*: [0-9.]* examples/s' "$log" | tail -1 \

@@ -31,6 +31,8 @@
 pub mod algorithms;
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod evaluation;
 pub mod export;
