@@ -4,7 +4,9 @@
 #   1. puts the running driver's libcuda and an NVRTC on the loader's path
 #      (never a toolkit's compat/ or stubs/ libcuda: on the H200 machine that
 #      gave CUDA_ERROR_SYSTEM_DRIVER_MISMATCH) and writes a cubecl.toml that
-#      logs each kernel compilation and caches PTX and autotune results;
+#      logs each kernel compilation and asks cubecl to cache PTX and autotune
+#      results (the autotune cache was seen on disk in session 13, a PTX
+#      cache was not);
 #   2. measures examples/s of the PyTorch twin (bench/trainer_vs_torch.py),
 #      `small` and `medium` presets, then `fewstep-train bench --backend cuda`
 #      on `small`, with a monitor line every 30 s (kernels compiled so far, GPU

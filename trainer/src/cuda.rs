@@ -91,7 +91,11 @@ fn check(call: &str, status: driver::CUresult) -> Result<()> {
     use driver::CUresult::*;
     match status {
         CUDA_SUCCESS => Ok(()),
-        CUDA_ERROR_SYSTEM_DRIVER_MISMATCH | CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE => bail!(
+        // A toolkit's stubs/libcuda.so (for linking only) answers cuInit with
+        // STUB_LIBRARY; its compat/ one with SYSTEM_DRIVER_MISMATCH.
+        CUDA_ERROR_SYSTEM_DRIVER_MISMATCH
+        | CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE
+        | CUDA_ERROR_STUB_LIBRARY => bail!(
             "CUDA: {call} failed: {status:?}: the libcuda.so loaded first is not the running \
              driver's. A CUDA toolkit's compat/ or stubs/ folder on LD_LIBRARY_PATH shadows it; \
              put the driver's folder (e.g. /usr/local/nvidia/lib64) first"
