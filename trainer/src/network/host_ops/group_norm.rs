@@ -314,26 +314,11 @@ mod tests {
         super::super::conv::test_values(len, seed, 2.0)
     }
 
-    /// `<dy, forward(x)>` in f64 for finite differences.
+    /// `<dy, forward(x)>` in f64 for finite differences (the reference's
+    /// forward pass; its gradients are not used here).
     fn dot(g: &NormGeom, x: &[f32], gamma: &[f32], beta: &[f32], dy: &[f32]) -> f64 {
-        let (cg, gl, l) = (g.c / g.groups, g.group_len(), g.l());
-        let mut total = 0.0;
-        for i in 0..g.n {
-            for gi in 0..g.groups {
-                let off = i * g.image_len() + gi * gl;
-                let v: Vec<f64> = x[off..off + gl].iter().map(|&x| f64::from(x)).collect();
-                let mean = v.iter().sum::<f64>() / gl as f64;
-                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / gl as f64;
-                for (k, xv) in v.iter().enumerate() {
-                    let c = gi * cg + k / l;
-                    let a = f64::from(gamma[c]) * (xv - mean) / (var + g.eps).sqrt()
-                        + f64::from(beta[c]);
-                    let y = if g.silu { a / (1.0 + (-a).exp()) } else { a };
-                    total += y * f64::from(dy[off + k]);
-                }
-            }
-        }
-        total
+        let (y, ..) = reference(g, x, gamma, beta, dy);
+        y.iter().zip(dy).map(|(y, &d)| y * f64::from(d)).sum()
     }
 
     #[test]
