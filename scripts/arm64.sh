@@ -8,7 +8,7 @@
 #   1. fewstep-core: every unit and integration test;
 #   2. the runtime: its unit tests (the Winograd kernels against the scalar
 #      reference, fused GroupNorm, graph rewrites), the sampler, determinism,
-#      Winograd, GroupNorm and shipped-model tests, and `platforms`, which
+#      Winograd, GroupNorm and load-error tests, and `platforms`, which
 #      compares noise (bit for bit) and images (to a tolerance) with values
 #      made on x86-64 and prints the difference table;
 #   3. a check that the Winograd transforms compiled to NEON vector code;
@@ -49,10 +49,16 @@ echo "arm64: fewstep-core"
 cargo_arm test -p fewstep-core --lib --tests
 
 # The runtime and the C library in one package selection, so that every
-# cargo call below resolves the same features and builds tract once.
+# cargo call below resolves the same features and builds tract once. Only
+# the test targets that run here are built: every other test binary and
+# example links all of tract again (minutes on two cores, gigabytes on disk).
 arm_pkgs=(-p fewstep -p fewstep-ffi)
-echo "arm64: build the runtime, the C library and their tests"
-cargo_arm test "${arm_pkgs[@]}" --no-run
+# `--test header` is built, not run: an integration test of fewstep-ffi makes
+# cargo build its library with every crate type, libfewstep.a and .so (a
+# plain `cargo build` resolves other features and builds tract a second time).
+arm_tests=(--lib --test sampling --test winograd --test group_norm --test errors --test platforms --test header)
+echo "arm64: build the runtime, the C library (libfewstep.a, .so) and the tests that run here"
+cargo_arm test "${arm_pkgs[@]}" "${arm_tests[@]}" --no-run
 
 echo "arm64: runtime (unit, sampling, determinism, Winograd, GroupNorm, loading errors)"
 # Skipped: the C library's panic-hook test re-runs its own executable as a
@@ -78,7 +84,7 @@ echo "arm64: $neon NEON 4-lane float instructions in fewstep::graph::winograd"
 [ "$neon" -gt 0 ] || { echo "arm64: the Winograd code was not vectorised"; exit 1; }
 
 echo "arm64: the C library (C programs built for ARM64, run under qemu)"
-# `cargo test --no-run` left libfewstep.a / .so for ARM64 in deps/. The
+# The build above left libfewstep.a / .so for ARM64 in deps/. The
 # harness runs natively, with this machine's toolchain and the workspace's
 # features (as scripts/test.sh built it: nothing is rebuilt).
 env -u RUSTC -u RUSTDOC \

@@ -107,16 +107,19 @@ fn generate(model: &Model, labels: Vec<i64>, seed: u64) -> Vec<f32> {
         .to_vec()
 }
 
+/// One image of the shipped model, Winograd convolutions (what users get):
+/// fewstep's own kernels at the shipped channel widths. qemu-user runs
+/// tract's ARM64 kernels at ~13 MFLOP/s (measured: 4 steps of one image of
+/// the 45 k-parameter model take 11.5 s), so one shipped image (4 × 0.84
+/// GFLOP) costs ~4 minutes emulated; the four images and the direct pass
+/// this test once made took over 20 of CI's 90. Batches and tract's direct
+/// (im2col) convolutions are covered by the small model below.
 #[test]
-fn shipped_model_images_match_x86_64() {
+fn shipped_model_image_matches_x86_64() {
     let model = Model::load(data("../../../examples/models/fmnist-cd4.onnx")).expect("load");
     let range = model.metadata().data_range;
-    let x = generate(&model, vec![0, 3, 7, 9], 11);
-    let (abs, levels) = compare("fmnist-cd4-winograd.npy", &x, &[4, 1, 28, 28], range);
-    assert!(abs <= MAX_ABS && levels <= MAX_LEVELS, "{abs} {levels}");
-    let direct = model.with_conv_algorithm(ConvAlgorithm::Direct);
-    let x = generate(&direct, vec![0, 3, 7, 9], 11);
-    let (abs, levels) = compare("fmnist-cd4-direct.npy", &x, &[4, 1, 28, 28], range);
+    let x = generate(&model, vec![0], 11);
+    let (abs, levels) = compare("fmnist-cd4-winograd.npy", &x, &[1, 1, 28, 28], range);
     assert!(abs <= MAX_ABS && levels <= MAX_LEVELS, "{abs} {levels}");
 }
 
@@ -126,5 +129,9 @@ fn tiny_model_images_match_x86_64() {
     let range = model.metadata().data_range;
     let x = generate(&model, vec![1, 2, 5, 8], 3);
     let (abs, levels) = compare("fmnist-tiny-cd4.npy", &x, &[4, 1, 28, 28], range);
+    assert!(abs <= MAX_ABS && levels <= MAX_LEVELS, "{abs} {levels}");
+    let direct = model.with_conv_algorithm(ConvAlgorithm::Direct);
+    let x = generate(&direct, vec![1, 2, 5, 8], 3);
+    let (abs, levels) = compare("fmnist-tiny-cd4-direct.npy", &x, &[4, 1, 28, 28], range);
     assert!(abs <= MAX_ABS && levels <= MAX_LEVELS, "{abs} {levels}");
 }
