@@ -23,16 +23,22 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `target/<profile>`, where cargo puts libfewstep.a and libfewstep.so.
-/// `cargo test` does not build a library that has no rlib crate type, so
-/// build the C libraries here (same profile and target directory; a no-op
-/// when they are fresh).
+/// Where libfewstep.a and libfewstep.so are. Cargo builds this package's
+/// library with every crate type before its integration tests (it has an
+/// rlib), into `target/<profile>/deps`, beside this executable: use those.
+/// Only if they are missing, build them (same profile and target directory).
+/// A plain `cargo build -p fewstep-ffi` resolves other features than
+/// `cargo test --workspace` and so recompiles tract: ~10 minutes of CI's.
 fn lib_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FEWSTEP_C_LIB_DIR") {
         return dir.into();
     }
-    static BUILD: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("target/<profile>/deps");
+    if deps.join("libfewstep.a").exists() && deps.join("libfewstep.so").exists() {
+        return deps.to_path_buf();
+    }
+    static BUILD: std::sync::Once = std::sync::Once::new();
     let dir = exe
         .parent()
         .and_then(Path::parent)
