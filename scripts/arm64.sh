@@ -60,23 +60,24 @@ arm_tests=(--lib --test sampling --test winograd --test group_norm --test errors
 echo "arm64: build the runtime, the C library (libfewstep.a, .so) and the tests that run here"
 cargo_arm test "${arm_pkgs[@]}" "${arm_tests[@]}" --no-run
 
+# The platforms test runs one thread for ~6 minutes (emulated), so it goes
+# in the background, straight from its executable (a second cargo would wait
+# for this target dir's lock), while the other tests use the other core.
+newest() { ls -t "$target_dir/$target"/release/deps/"$1"-* | grep -v '\.d$' | head -n 1; }
+platforms_log=$(mktemp)
+qemu-aarch64-static "$(newest platforms)" --nocapture --test-threads 1 >"$platforms_log" 2>&1 &
+platforms_pid=$!
+trap 'kill "$platforms_pid" 2>/dev/null || true; rm -f "$platforms_log"' EXIT
+
 echo "arm64: runtime (unit, sampling, determinism, Winograd, GroupNorm, loading errors)"
 # Skipped: the C library's panic-hook test re-runs its own executable as a
 # child process, which qemu-user cannot start from inside the emulation
 # (no binfmt_misc here).
 cargo_arm test "${arm_pkgs[@]}" --lib --test sampling --test winograd --test group_norm --test errors \
   -- --skip panics_inside_calls_are_reported_not_printed
-echo "arm64: x86-64 vs ARM64 (runtime/tests/platforms.rs)"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-if ! cargo_arm test "${arm_pkgs[@]}" --test platforms -- --nocapture --test-threads 1 >"$log" 2>&1; then
-  cat "$log"
-  exit 1
-fi
-grep -E '^\||^test result' "$log"
 
 echo "arm64: NEON in fewstep's Winograd code"
-bin=$(ls -t "$target_dir/$target"/release/deps/winograd-* | grep -v '\.d$' | head -n 1)
+bin=$(newest winograd)
 neon=$(aarch64-linux-gnu-objdump -d --no-show-raw-insn -C "$bin" |
   awk '/^[0-9a-f]+ <.*fewstep::graph::winograd::/ { f = 1; next } /^[0-9a-f]+ </ { f = 0 } f' |
   grep -cE '\bf(add|sub|mul|mla|mls|fma|fms)\s+v[0-9]+\.4s' || true)
@@ -92,3 +93,10 @@ env -u RUSTC -u RUSTDOC \
   FEWSTEP_C_LIB_DIR="$PWD/$target_dir/$target/release/deps" \
   FEWSTEP_C_RUNNER=qemu-aarch64-static \
   cargo test --offline --workspace --test c_api
+
+echo "arm64: x86-64 vs ARM64 (runtime/tests/platforms.rs)"
+if ! wait "$platforms_pid"; then
+  cat "$platforms_log"
+  exit 1
+fi
+grep -E '^\||^test result' "$platforms_log"
