@@ -28,7 +28,8 @@ fn repo() -> PathBuf {
 /// rlib), into `target/<profile>/deps`, beside this executable: use those.
 /// Only if they are missing, build them (same profile and target directory).
 /// A plain `cargo build -p fewstep-ffi` resolves other features than
-/// `cargo test --workspace` and so recompiles tract: ~10 minutes of CI's.
+/// `cargo test --workspace` and so compiles tract a second time (seen in
+/// CI's test stage).
 fn lib_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FEWSTEP_C_LIB_DIR") {
         return dir.into();
@@ -526,8 +527,8 @@ fn concurrent_callers_mixing_every_setting_match_a_serial_run() {
     // pools 2-6 of these 300 calls panicked, in every run; the shared
     // library runs fewer (the same code, linked differently).
     // Under an emulator (scripts/arm64.sh) a 4-step image of that model
-    // takes ~11 s, not ~10 ms: 6 threads x 16 generations of it ran over 14
-    // minutes there, 2 x 16 over 7 (measured). Emulated, every setting is
+    // takes ~11 s: 6 threads x 16 generations of it ran over 14 minutes
+    // there, 2 x 16 over 7 (measured, both stopped unfinished). Emulated, every setting is
     // still cycled through, on the tiny models below (25 generations; the
     // longest period is 15, pool_wait's), and this model only confirms that
     // calls split across threads agree: 2 threads x 4 generations on the
